@@ -1,0 +1,193 @@
+"""The library API: the engine driven from a user's own asyncio code."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp.abc import AbstractResolver
+
+from shoal.client.fetcher import Fetcher
+from shoal.config import Config, CrawlOptions
+from shoal.engine.engine import Engine, RunResult
+from shoal.engine.source import LineSource
+from shoal.output import Output
+from shoal.records import Record
+from shoal.store.base import Store
+from shoal.store.sqlite import SqliteStore
+
+_DELIVERED = "api_delivered_seq"  # meta: the last record seq handed to the consumer
+_BACKLOG = 8  # committed batches that may wait for the consumer before the engine slows
+
+
+class Crawler:
+    """Fetches URLs with one engine per call, records streamed as they are committed.
+
+    ``state`` keeps the run in an SQLite file, or in PostgreSQL when it is a
+    ``postgresql://`` URL (the run named ``job`` there), so that calling again with the
+    same URLs resumes; without it the state lives in a temporary directory for the call.
+
+        async with shoal.Crawler(shoal.Config(concurrency=200, per_host=4)) as crawler:
+            async for record in crawler.fetch(urls):
+                ...
+    """
+
+    def __init__(self, config: Config | None = None, *, state: str | os.PathLike[str] | None
+                 = None, output: str | os.PathLike[str] | None = None,
+                 resolver: AbstractResolver | None = None, job: str = "default") -> None:
+        self.config = config or Config()
+        self._job = job  # the run's name when ``state`` is a postgresql:// URL
+        self._resolver = resolver  # DNS for every connection (tests map names to loopback)
+        self._state = None if state is None else str(state)
+        self._output = None if output is None else str(output)
+        self.last_result: RunResult | None = None
+        self._temp: tempfile.TemporaryDirectory[str] | None = None
+
+    async def __aenter__(self) -> Crawler:
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._temp is not None:
+            self._temp.cleanup()
+            self._temp = None
+
+    def _state_path(self) -> str:
+        if self._state is not None:
+            return self._state
+        if self._temp is None:
+            self._temp = tempfile.TemporaryDirectory(prefix="shoal-")
+        return str(Path(self._temp.name) / f"state-{os.urandom(4).hex()}.db")
+
+    def fetch(self, urls: Iterable[str], *, fresh: bool = False,
+              name: str = "api") -> AsyncIterator[Record]:
+        """Fetch ``urls``; yield one Record per distinct URL as it is committed.
+
+        Breaking out of the loop or cancelling the consuming task stops the engine
+        cleanly: requests in flight return to pending and the state is saved.
+        """
+        return self._run(urls, name=name, fresh=fresh, crawl=None)
+
+    def crawl(self, seeds: Iterable[str], *, max_pages: int | None = None,
+              max_depth: int | None = None, scope: str = "host", include: Sequence[str] = (),
+              exclude: Sequence[str] = (), sitemaps: bool = False,
+              max_pages_per_host: int | None = None, fresh: bool = False
+              ) -> AsyncIterator[Record]:
+        """Crawl from ``seeds`` following links in scope; yield one Record per page.
+
+        Raises:
+            ConfigError: an option is out of range or a pattern does not compile.
+        """
+        seeds = list(seeds)
+        options = CrawlOptions(max_pages=max_pages, max_depth=max_depth, scope=scope,
+                               include=tuple(include), exclude=tuple(exclude),
+                               sitemaps=sitemaps, max_pages_per_host=max_pages_per_host)
+        return self._run(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options)
+
+    async def _run(self, urls: Iterable[str], *, name: str, fresh: bool,
+                   crawl: CrawlOptions | None) -> AsyncIterator[Record]:
+        store = self._store()
+        output = Output(self._output) if self._output is not None else None
+        loop = asyncio.get_running_loop()
+        batches: asyncio.Queue[list[tuple[int, bytes]] | None] = asyncio.Queue()
+        space = threading.Semaphore(_BACKLOG)
+        closed = threading.Event()
+
+        def sink(rows: list[tuple[int, bytes]]) -> None:
+            # on the store's thread: wait for the consumer, unless it has gone away
+            while not space.acquire(timeout=0.1):
+                if closed.is_set():
+                    return
+            loop.call_soon_threadsafe(batches.put_nowait, rows)
+
+        seeds = list(urls) if crawl is not None else None
+        engine = Engine(self.config, store, output, crawl=crawl, seeds=seeds, on_records=sink,
+                        fetcher=Fetcher(self.config, resolver=self._resolver))
+        try:
+            await store.open(fresh=fresh)
+        except BaseException:
+            await store.close()
+            raise
+        # Records committed by an earlier call that its consumer never took (it stopped
+        # early or crashed) come first, so that over all calls each URL is yielded.
+        delivered = int((await store.get_meta()).get(_DELIVERED, "0"))
+        task: asyncio.Task[None] | None = None
+        try:
+            while replay := await store.records_after(delivered, 1000):
+                for seq, line in replay:
+                    delivered = seq  # handed over, even if the consumer stops right here
+                    yield Record.from_dict(orjson.loads(line))
+
+            async def drive() -> None:
+                try:
+                    source = LineSource(seeds if seeds is not None else urls, name=name)
+                    self.last_result = await engine.run(source)
+                finally:
+                    batches.put_nowait(None)
+
+            # Owned here, not by a TaskGroup: a task group cannot stay open across this
+            # generator's yields. The finally below always awaits or cancels it.
+            task = asyncio.create_task(drive(), name="shoal-crawler")
+            while True:
+                rows = await batches.get()
+                if rows is None:
+                    break
+                space.release()
+                for seq, line in rows:
+                    delivered = seq  # handed over, even if the consumer stops right here
+                    yield Record.from_dict(orjson.loads(line))
+            await task  # re-raise what ended the engine
+        finally:
+            closed.set()
+            if task is not None and not task.done():
+                engine.request_stop(grace=0)  # the consumer left: requests go back to pending
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise
+                finally:
+                    await asyncio.shield(self._close(store, delivered))
+            else:
+                await asyncio.shield(self._close(store, delivered))
+
+    def _store(self) -> Store:
+        if self._state is not None and self._state.startswith(("postgresql://", "postgres://")):
+            from shoal.store.postgres import PostgresStore
+
+            return PostgresStore(self._state, name=self._job)
+        return SqliteStore(self._state_path())
+
+    @staticmethod
+    async def _close(store: Store, delivered: int) -> None:
+        try:
+            await store.set_meta({_DELIVERED: str(delivered)})
+        finally:
+            await store.close()
+
+
+def seeds_name(seeds: Sequence[str]) -> str:
+    """The identity of a crawl's seed list, kept in its state to recognise a rerun."""
+    return "seeds:" + hashlib.sha256("\n".join(seeds).encode()).hexdigest()[:16]
+
+
+async def fetch(urls: Iterable[str], config: Config | None = None) -> list[Record]:
+    """Fetch ``urls`` and return every record (convenience for small lists)."""
+    async with Crawler(config) as crawler:
+        return [r async for r in crawler.fetch(urls)]
+
+
+async def crawl(seeds: Iterable[str], config: Config | None = None, **options: Any
+                ) -> list[Record]:
+    """Crawl from ``seeds`` and return every record (convenience for small crawls)."""
+    async with Crawler(config) as crawler:
+        return [r async for r in crawler.crawl(seeds, **options)]

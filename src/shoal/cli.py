@@ -1,0 +1,473 @@
+"""The ``shoal`` command: flags -> Config, run, exit 0 / 2 / 130. No logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from shoal import __version__
+from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
+from shoal.errors import ShoalError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    from shoal.service.tokens import TokenStore
+
+EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+class ByteSize(click.ParamType):  # type: ignore[type-arg]
+    """A size in bytes: ``1048576``, ``512K``, ``10M``, ``1GiB``."""
+
+    name = "bytes"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> int:
+        if isinstance(value, int):
+            return value
+        m = _SIZE.match(str(value))
+        if not m:
+            self.fail(f"{value!r} is not a size (use e.g. 1048576, 512K, 10M, 1G)", param, ctx)
+        number, unit = float(m.group(1)), m.group(2).lower()
+        return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def fetch_options(f: Any) -> Any:
+    """The flags every fetching command takes (fetch now, crawl later)."""
+    opts = [
+        click.option("-o", "--output", "output", metavar="OUT.jsonl", default=None,
+                     help="Write one JSON record per line here (default: standard output)."),
+        click.option("--state", metavar="PATH", default=None,
+                     help="State database (SQLite). Default: OUT.jsonl.state.db beside the "
+                          "output; a temporary file when writing to standard output."),
+        click.option("--db", metavar="PATH_OR_URL", default=None,
+                     help="State database: an SQLite path (or sqlite:///path), or "
+                          "postgresql://... to keep the run in PostgreSQL (see --job)."),
+        click.option("--job", metavar="NAME", default=None,
+                     help="With a PostgreSQL --db: the run's name there (default: derived "
+                          "from the input)."),
+        click.option("--fresh", is_flag=True,
+                     help="Forget any earlier run in the state database and start over."),
+        click.option("--concurrency", type=int, default=100, show_default=True,
+                     help="Requests in flight at most, over all hosts."),
+        click.option("--per-host", type=int, default=2, show_default=True,
+                     help="Requests in flight at most to one host."),
+        click.option("--delay", type=float, default=0.0, show_default=True,
+                     help="Minimum seconds between two request starts to one host "
+                          "(robots.txt Crawl-delay may raise it)."),
+        click.option("--timeout", type=float, default=30.0, show_default=True,
+                     help="Seconds one attempt may take in all: connect, headers and body."),
+        click.option("--retries", type=int, default=2, show_default=True,
+                     help="Retries after a timeout, connection error, broken response, 5xx "
+                          "or 429 (at most N+1 attempts), with exponential back-off."),
+        click.option("--max-retry-after", type=float, default=30.0, show_default=True,
+                     help="Longest Retry-After honoured (seconds); a server asking for more "
+                          "gets the URL recorded at once with error 'http'."),
+        click.option("--max-bytes", type=ByteSize(), default="10M", show_default=True,
+                     help="Largest decoded body; a larger one is recorded as 'too_large'."),
+        click.option("--no-robots", is_flag=True,
+                     help="Do not fetch or obey robots.txt (on by default)."),
+        click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=True,
+                     help="User-Agent header; its first word is the robots.txt token."),
+        click.option("--block-private", is_flag=True,
+                     help="Refuse loopback, private, link-local and other non-public "
+                          "addresses (checked after DNS); allowed by default in the CLI."),
+        click.option("--allow-net", multiple=True, metavar="CIDR",
+                     help="With --block-private: networks still allowed (repeatable)."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="No live display; a short progress line on stderr every few "
+                          "seconds instead."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_config(**kw: Any) -> Config:
+    """Config from the command-line values; raises ConfigError naming the flag."""
+    return Config(
+        concurrency=kw["concurrency"], per_host=kw["per_host"], delay=kw["delay"],
+        timeout=kw["timeout"],
+        retry=RetryPolicy(retries=kw["retries"], max_retry_after=kw["max_retry_after"]),
+        max_bytes=kw["max_bytes"], robots=not kw["no_robots"], user_agent=kw["user_agent"],
+        block_private=kw["block_private"], allow_net=tuple(kw["allow_net"]),
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="shoal")
+def cli() -> None:
+    """shoal: a fast, polite, crash-safe web fetcher and crawler.
+
+    Every run keeps its state in a database, so re-running the same command after a
+    crash or Ctrl-C resumes where it stopped, with exactly one record per URL.
+    """
+
+
+@cli.command()
+@click.argument("input", metavar="INPUT")
+@fetch_options
+def fetch(input: str, **kw: Any) -> None:
+    """Fetch every URL in INPUT (a file, one URL per line, or - for standard input).
+
+    Writes one JSON object per distinct URL. Failed URLs are records too (their
+    `error` says why); the exit code is 0 when the run completed, 2 for a usage error,
+    130 when interrupted (re-run the same command to resume).
+    """
+    from shoal.engine.source import FileSource, LineSource
+
+    config = _config_or_exit(kw)
+    try:
+        source = LineSource() if input == "-" else FileSource(input)
+    except UsageError as exc:
+        _fail(str(exc))
+    if input != "-":
+        for flag, path in (("--output", kw.get("output")), ("--state", kw.get("state")),
+                           ("--db", kw.get("db"))):
+            if path and path != "-" and "://" not in path and _same_file(path, input):
+                _fail(f"{flag} {path!r} is the input file; it would be overwritten")
+    sys.exit(_run_job(config, source, kw))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@cli.command()
+@click.argument("seeds", metavar="SEED...", nargs=-1, required=True)
+@click.option("--max-pages", type=int, default=None,
+              help="Stop after this many records in all (exactly this many when that many "
+                   "pages are reachable).")
+@click.option("--max-depth", type=int, default=None,
+              help="Follow links up to this depth (seeds are depth 0). Default: no limit.")
+@click.option("--scope", type=click.Choice(["host", "domain", "any"]), default="host",
+              show_default=True,
+              help="Follow links on the seeds' hosts, their registrable domains, or anywhere.")
+@click.option("--include", multiple=True, metavar="REGEX",
+              help="Follow only URLs matching one of these (repeatable).")
+@click.option("--exclude", multiple=True, metavar="REGEX",
+              help="Never follow URLs matching any of these (repeatable).")
+@click.option("--sitemaps", is_flag=True,
+              help="Also seed from robots.txt Sitemap lines and /sitemap.xml, within scope.")
+@click.option("--max-pages-per-host", type=int, default=None,
+              help="At most this many records per host (contains link traps).")
+@fetch_options
+def crawl(seeds: tuple[str, ...], max_pages: int | None, max_depth: int | None, scope: str,
+          include: tuple[str, ...], exclude: tuple[str, ...], sitemaps: bool,
+          max_pages_per_host: int | None, **kw: Any) -> None:
+    """Crawl from SEED URLs, following links in scope; one record per page, each once.
+
+    Records carry `depth` (0 for seeds) and `parent` (the page where the link was first
+    found). Exit codes as for `fetch`; re-run the same command to resume.
+    """
+    from shoal.api import seeds_name
+    from shoal.config import CrawlOptions
+    from shoal.engine.source import LineSource
+
+    config = _config_or_exit(kw)
+    try:
+        options = CrawlOptions(max_pages=max_pages, max_depth=max_depth, scope=scope,
+                               include=include, exclude=exclude, sitemaps=sitemaps,
+                               max_pages_per_host=max_pages_per_host)
+    except UsageError as exc:
+        _fail(str(exc))
+    source = LineSource(list(seeds), name=seeds_name(list(seeds)))
+    sys.exit(_run_job(config, source, kw, crawl=options, seeds=list(seeds)))
+
+
+@cli.command()
+@click.argument("state", metavar="STATE")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]),
+              default="jsonl", show_default=True, help="Output format.")
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Write here (default: standard output; parquet needs a file).")
+@click.option("--items", is_flag=True,
+              help="Export extracted items instead of records (none exist yet).")
+def export(state: str, fmt: str, output: str | None, items: bool) -> None:
+    """Export a run's records (jsonl, csv, parquet).
+
+    STATE is a run's state database (e.g. out.jsonl.state.db). Records come in output
+    order, streamed, so any size of job exports in bounded memory. jsonl is byte for byte
+    the run's output; csv and parquet split `error` into error_kind and error_message.
+    """
+    from shoal.export import export_records
+
+    if items:
+        _fail("this state holds no items (extraction handlers come in a later version)")
+    where = "standard output" if output in (None, "-") else output
+    try:
+        count = export_records(state, fmt, output)
+    except UsageError as exc:
+        _fail(str(exc))
+    except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_OK)
+    except OSError as exc:
+        _fail(f"cannot write {where}: {exc.strerror or exc}")
+    click.echo(f"shoal: exported {count} records to {where}", err=True)
+
+
+@cli.command()
+@click.option("--pages", type=int, default=2000, show_default=True,
+              help="Pages on the generated demo site.")
+@click.option("-o", "--output", default="shoal-demo.jsonl", show_default=True,
+              help="Where the records go.")
+@click.option("--concurrency", type=int, default=50, show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def demo(pages: int, output: str, concurrency: int, quiet: bool) -> None:
+    """Serve a generated demo site on 127.0.0.1 and fetch it (no internet needed)."""
+    from shoal.demo.site import demo_urls, serve_demo
+    from shoal.engine.source import LineSource
+
+    config = Config(concurrency=concurrency, per_host=concurrency, timeout=10.0)
+    state = output + ".state.db"
+
+    async def main() -> int:
+        async with serve_demo(pages=pages) as base:
+            click.echo(f"shoal demo: serving a {pages}-page site at {base}", err=True)
+            urls = demo_urls(base, count=pages)
+            source = LineSource(urls, name=f"demo:{len(urls)}")
+            kw = {"output": output, "state": state, "fresh": True, "quiet": quiet}
+            return await _run_async(config, source, kw)
+
+    from shoal._runtime import run
+
+    code = run(main)
+    if code == EXIT_OK:
+        click.echo(f"shoal demo: records in {output} (try: head -n 3 {output})", err=True)
+    sys.exit(code)
+
+
+def _config_or_exit(kw: dict[str, Any]) -> Config:
+    try:
+        return build_config(**kw)
+    except UsageError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"shoal: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _paths(kw: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(output path or None for stdout, state path or database URL or None)."""
+    db, state = kw.get("db"), kw.get("state")
+    if db and state:
+        _fail("give --db or --state, not both (they name the same thing)")
+    if db and db.startswith("sqlite:///"):
+        db = db[len("sqlite:///"):] or _fail("--db sqlite:/// needs a path")
+    elif db and "://" in db and not db.startswith(("postgresql://", "postgres://")):
+        _fail(f"--db {db!r}: use a path, sqlite:///path or postgresql://...")
+    state = db or state
+    output = kw.get("output")
+    if output in (None, "-"):
+        return None, state
+    state = state or f"{output}.state.db"
+    if os.path.isdir(output):
+        _fail(f"output {output!r} is a directory")
+    parent = Path(output).resolve().parent
+    if not parent.is_dir():
+        _fail(f"cannot write output {output!r}: directory {str(parent)!r} does not exist")
+    return output, state
+
+
+def _job_name(source: Any, crawl: CrawlOptions | None) -> str:
+    """A PostgreSQL run name from the input, so that rerunning the same command resumes."""
+    import hashlib
+
+    digest = hashlib.sha256(str(source.name).encode()).hexdigest()[:12]
+    return f"{'crawl' if crawl is not None else 'fetch'}_{digest}"
+
+
+def _run_job(config: Config, source: Any, kw: dict[str, Any], *,
+             crawl: CrawlOptions | None = None, seeds: list[str] | None = None) -> int:
+    from shoal._runtime import run, tune_gc, tune_malloc
+
+    tune_malloc()
+    tune_gc()  # the command line owns its process; the library leaves GC alone
+    return run(lambda: _run_async(config, source, kw, crawl=crawl, seeds=seeds))
+
+
+async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
+                     crawl: CrawlOptions | None = None, seeds: list[str] | None = None) -> int:
+    from shoal.engine.engine import Engine
+    from shoal.output import Output
+    from shoal.progress import ProgressReporter, print_summary
+    from shoal.store.base import Store
+    from shoal.store.sqlite import SqliteStore
+
+    output_path, state_path = _paths(kw)
+    temp_dir = None
+    store: Store
+    if state_path is not None and state_path.startswith(("postgresql://", "postgres://")):
+        from shoal.store.postgres import PostgresStore
+
+        try:
+            store = PostgresStore(state_path, name=kw.get("job") or _job_name(source, crawl))
+        except UsageError as exc:
+            _fail(str(exc))
+    else:
+        if state_path is None:  # standard output: the state lives only as long as the run
+            temp_dir = tempfile.TemporaryDirectory(prefix="shoal-")
+            state_path = os.path.join(temp_dir.name, "state.db")
+        store = SqliteStore(state_path)
+    output = Output(output_path)
+    quiet = bool(kw.get("quiet"))
+
+    mode = "crawl" if crawl is not None else "fetch"
+
+    def progress(get_stats: Any) -> Any:
+        return ProgressReporter(get_stats=get_stats, quiet=quiet, label=mode).run()
+
+    engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress)
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            click.echo(f"\nshoal: {signal.Signals(signum).name}: finishing requests in "
+                       "flight and saving state (again to stop at once)", err=True)
+            engine.request_stop()
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        try:
+            await store.open(fresh=bool(kw.get("fresh")))
+            result = await engine.run(source)
+        except asyncio.CancelledError:
+            click.echo("shoal: stopped at once; state saved (re-run to resume)", err=True)
+            return EXIT_INTERRUPTED
+        except StoreError as exc:
+            _fail(str(exc))
+        except ShoalError as exc:
+            _fail(str(exc))
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await store.close()
+    finally:
+        if temp_dir is not None:
+            temp_dir.cleanup()
+    if result.nothing_to_do:
+        if result.stats.done == 0:
+            click.echo("shoal: nothing to do: the input holds no URLs (only blank lines and "
+                       "# comments, or nothing at all)", err=True)
+        else:
+            click.echo(f"shoal: nothing to do: {store.path} already holds every record of "
+                       f"this run ({result.stats.done}, in {output.display}); --fresh starts "
+                       "over", err=True)
+        return EXIT_OK
+    print_summary(result.stats, output=output.display,
+                  state=None if temp_dir is not None else store.path,
+                  interrupted=result.interrupted)
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for the service (`shoal serve`): create, list, revoke.
+
+    Tokens are kept hashed in the service database; a token is shown once, when created.
+    Send it as `Authorization: Bearer <token>`.
+    """
+
+
+def _service_db_option(f: Any) -> Any:
+    return click.option("--db", metavar="PATH", default="shoal-service.db", show_default=True,
+                        help="The service database holding the tokens.")(f)
+
+
+def _token_store(db: str, *, create: bool) -> TokenStore:
+    from shoal.service.tokens import TokenStore
+
+    try:
+        return TokenStore(db, create=create)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+@token.command("create")
+@click.option("--read-only", is_flag=True,
+              help="The token can watch jobs and metrics but not start or cancel jobs.")
+@click.option("--name", default="", help="A label to recognise the token by in `list`.")
+@_service_db_option
+def token_create(read_only: bool, name: str, db: str) -> None:
+    """Create a token; it alone is printed on the last line of standard output."""
+    if not name.isprintable() or len(name) > 100:
+        _fail("--name must be at most 100 printable characters")
+    with _token_store(db, create=True) as store:
+        secret, info = store.create(name=name, read_only=read_only)
+    kind = "read-only token" if info.read_only else "token"
+    click.echo(f"shoal: created {kind} {info.id} in {db}. It is shown only this once; keep "
+               "it secret and send it as 'Authorization: Bearer <token>'.", err=True)
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID")
+@_service_db_option
+def token_revoke(token_id: str, db: str) -> None:
+    """Revoke the token with this ID (see `shoal token list`); it stops working at once."""
+    from shoal.service.tokens import PREFIX
+
+    # never echo something that may be a secret
+    shown = "the token" if token_id.startswith(PREFIX) else f"token {token_id!r}"
+    with _token_store(db, create=False) as store:
+        if not store.revoke(token_id):
+            missing = "no such token" if token_id.startswith(PREFIX) else f"no {shown}"
+            _fail(f"{missing} in {db} (see 'shoal token list')")
+    click.echo(f"shoal: revoked {shown}; it no longer works", err=True)
+
+
+@token.command("list")
+@_service_db_option
+def token_list(db: str) -> None:
+    """List tokens: id, name, read-only, created, revoked (never the secrets)."""
+    with _token_store(db, create=False) as store:
+        infos = store.list()
+    rows = [("ID", "NAME", "READ-ONLY", "CREATED", "REVOKED")]
+    rows += [(t.id, t.name or "-", "yes" if t.read_only else "no", t.created, t.revoked or "-")
+             for t in infos]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if not infos:
+        click.echo(f"shoal: no tokens in {db} (create one with 'shoal token create')", err=True)
+
+
+def main() -> None:
+    """Console entry point: click's usage errors become one line and exit 2."""
+    try:
+        code = cli.main(prog_name="shoal", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `shoal`, `shoal token`: just help
+        assert exc.ctx is not None
+        click.echo(exc.ctx.get_help())
+        sys.exit(EXIT_OK)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "shoal"
+        click.echo(f"shoal: error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"shoal: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,0 +1,206 @@
+"""The HTTP client: one aiohttp session, one hop per call, every attempt under a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace, TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from shoal.client.decoders import Overflow, decoder_for
+from shoal.client.errors import map_exception
+from shoal.client.guard import GuardedConnector
+from shoal.config import Config
+from shoal.core.netguard import NetGuard
+from shoal.errors import ErrorKind, FetchError
+
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+_DRAIN_LIMIT = 64 * 1024  # read a redirect body this far to keep the connection
+
+
+@dataclass(slots=True)
+class Response:
+    """One hop's answer: status, the headers we use, and the decoded body."""
+
+    url: str
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    elapsed: float  # seconds for this hop
+    truncated: bool = False  # only with truncate=True: the body passed the cap
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("Location") if self.status in REDIRECT_STATUS else None
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+
+def too_large(limit: int, status: int) -> FetchError:
+    return FetchError(ErrorKind.TOO_LARGE, f"body passed --max-bytes {limit} bytes",
+                      status=status)
+
+
+class Fetcher:
+    """Owns the aiohttp session; ``get`` makes one request and reads its body under a cap."""
+
+    def __init__(self, config: Config, *, connector: aiohttp.BaseConnector | None = None,
+                 resolver: AbstractResolver | None = None) -> None:
+        self._config = config
+        self._connector = connector
+        self._resolver = resolver
+        # called with a request's ``token`` the moment its headers are written to the socket
+        self.on_sent: Callable[[Any], None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Fetcher:
+        cfg = self._config
+        options: dict[str, Any] = {
+            "limit": cfg.concurrency + 16,  # our own limits apply first; robots need room
+            "limit_per_host": 0,
+            "ttl_dns_cache": 300,
+            "enable_cleanup_closed": True,
+            "resolver": self._resolver,
+        }
+        connector = self._connector or (
+            GuardedConnector(NetGuard(cfg.allow_net), **options) if cfg.block_private
+            else aiohttp.TCPConnector(**options))
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout),
+            auto_decompress=False,  # we decode ourselves, under the size cap
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[self._trace_sends()],
+            headers={
+                "User-Agent": cfg.user_agent,
+                "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
+                "Accept-Encoding": "gzip, deflate, br",
+            },
+            raise_for_status=False,
+        )
+        # aiohttp silently re-sends a GET once when the connection drops before the
+        # headers; that second request would skip the host's delay and our attempt count.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _trace_sends(self) -> aiohttp.TraceConfig:
+        """Tell ``on_sent`` when a request really leaves: politeness is measured by the
+        server at that moment, not when a worker was handed the URL."""
+        trace = aiohttp.TraceConfig()
+
+        async def headers_sent(session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                               params: aiohttp.TraceRequestHeadersSentParams) -> None:
+            token = ctx.trace_request_ctx
+            if token is not None and self.on_sent is not None:
+                self.on_sent(token)
+
+        trace.on_request_headers_sent.append(headers_sent)
+        return trace
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def get(
+        self,
+        url: str,
+        *,
+        max_bytes: int | None = None,
+        truncate: bool = False,
+        headers: dict[str, str] | None = None,
+        token: Any = None,
+    ) -> Response:
+        """One GET, no redirect following, the whole attempt bounded by ``--timeout``.
+
+        With ``truncate`` a body over the cap is cut (robots.txt); otherwise it raises
+        ``FetchError(too_large)``. Every failure is a FetchError.
+        """
+        assert self._session is not None, "Fetcher used outside 'async with'"
+        limit = self._config.max_bytes if max_bytes is None else max_bytes
+        timeout = self._config.timeout
+        started = time.monotonic()
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                # the URL is already normalised and percent-encoded: skip yarl's re-quoting
+                resp = await self._session.get(URL(url, encoded=True), allow_redirects=False,
+                                               headers=headers, trace_request_ctx=token)
+                if resp.status in REDIRECT_STATUS and "Location" in resp.headers:
+                    body = await self._drain(resp)
+                    return Response(url, resp.status, resp.headers, body,
+                                    time.monotonic() - started)
+                body, cut = await self._read(resp, limit, truncate)
+                return Response(url, resp.status, resp.headers, body,
+                                time.monotonic() - started, truncated=cut)
+        except Exception as exc:
+            if resp is not None:
+                resp.close()  # never return a half-read connection to the pool
+                resp = None
+            raise map_exception(exc, timeout=timeout) from exc
+        except BaseException:
+            if resp is not None:
+                resp.close()
+                resp = None
+            raise
+        finally:
+            if resp is not None:
+                resp.release()
+
+    @staticmethod
+    async def _drain(resp: aiohttp.ClientResponse) -> bytes:
+        """Read a redirect's small body so the connection can be reused; close on a big one."""
+        if resp.content_length is not None and resp.content_length <= _DRAIN_LIMIT:
+            return await resp.read()
+        resp.close()
+        return b""
+
+    @staticmethod
+    async def _read(resp: aiohttp.ClientResponse, limit: int, truncate: bool) -> tuple[bytes, bool]:
+        encoding = resp.headers.get("Content-Encoding")
+        decoder = decoder_for(encoding)
+        length = resp.content_length
+        plain = not encoding or encoding.strip().lower() == "identity"
+        if plain and length is not None:
+            if length <= limit:
+                return await resp.read(), False  # the fast path: one read of a known size
+            if not truncate:
+                resp.close()
+                raise too_large(limit, resp.status)
+        parts: list[bytes] = []
+        room = limit
+        try:
+            async for chunk in resp.content.iter_any():
+                out = decoder.feed(chunk, room)
+                room -= len(out)
+                parts.append(out)
+            out = decoder.finish(room)
+            parts.append(out)
+        except Overflow as over:
+            resp.close()
+            if not truncate:
+                raise too_large(limit, resp.status) from None
+            parts.append(over.partial)  # robots.txt: keep what fits under the cap
+            return b"".join(parts)[:limit], True
+        except Exception as exc:
+            if isinstance(exc, aiohttp.ClientError | ConnectionError | TimeoutError):
+                raise
+            # zlib.error, brotli.error: the server's encoding is broken
+            raise FetchError(ErrorKind.PROTOCOL,
+                             f"cannot decode {encoding} body: {exc}") from exc
+        return b"".join(parts), False

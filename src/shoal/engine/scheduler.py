@@ -1,0 +1,398 @@
+"""Host slots: which URL may start now, so that every host's limits hold.
+
+All of it runs on the event loop thread and never awaits while deciding, so no lock is
+needed. Workers ask ``get()`` for the next job; a host is handed out only when it has
+fewer than ``per_host`` requests in flight, its delay since the last start has passed and
+it is not paused (Retry-After, back-off). Hosts are served round-robin, so one slow host
+never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shoal.config import Config
+from shoal.core.robots import RobotsPolicy
+from shoal.store.base import NewUrl
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One URL on its way to a record; lives in memory while leased from the frontier."""
+
+    id: int  # frontier row id
+    url: str  # the normalised URL of the record
+    host: str  # host key of the current hop
+    depth: int = 0
+    parent: str | None = None
+    current: str = ""  # the URL of the current hop
+    attempts: int = 0
+    redirects: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    blocked: bool = False  # robots.txt disallows the current hop
+    robots_load: bool = False  # this dispatch loads the host's robots.txt first
+    slot: str = ""  # the host whose slot this job holds while in flight
+    unsent: bool = False  # taken, and its request not yet written to the socket
+    found: list[NewUrl] = field(default_factory=list)  # crawl: links to add with the record
+    kind: int = 0  # PAGE, or SITEMAP (yields URLs, not a record)
+
+    def __post_init__(self) -> None:
+        if not self.current:
+            self.current = self.url
+
+
+PACE_MARGIN = 0.002  # seconds added to every per-host delay
+MAX_HOSTS = 50_000  # hosts kept in memory; idle ones beyond this are forgotten
+MAX_ROBOTS = 50_000  # robots.txt policies remembered for forgotten hosts
+
+
+class Host:
+    """Pacing state of one host (scheme://host:port)."""
+
+    __slots__ = (
+        "active",
+        "admitted",
+        "crawl_delay",
+        "delayed",
+        "inflight",
+        "key",
+        "last_id",
+        "next_start",
+        "overflow",
+        "paused_until",
+        "penalty",
+        "queue",
+        "refilling",
+        "robots",
+        "robots_loading",
+        "scheduled",
+        "unsent",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.queue: deque[Job] = deque()
+        self.delayed: list[tuple[float, int, Job]] = []  # retries waiting for their time
+        self.inflight = 0
+        self.next_start = 0.0  # monotonic time of the earliest next request start
+        self.paused_until = 0.0  # Retry-After: the whole host waits
+        self.penalty = 0.0  # adaptive slow-down after 429/503
+        self.crawl_delay = 0.0
+        self.robots: RobotsPolicy | None = None
+        self.robots_loading = False
+        self.scheduled = False  # in the ready queue or the timer heap
+        self.overflow = False  # the frontier holds pending URLs of this host not in memory
+        self.refilling = False
+        self.last_id = 0  # highest frontier id of this host taken into memory
+        self.active = False
+        self.admitted = 0  # URLs of this host taken from the frontier (--max-pages-per-host)
+        self.unsent = 0  # requests handed out whose headers have not left yet
+
+    def __repr__(self) -> str:
+        return (f"Host({self.key!r}, queued={len(self.queue)}+{len(self.delayed)}, "
+                f"inflight={self.inflight})")
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue) + len(self.delayed)
+
+
+class Scheduler:
+    """Hands jobs to workers while keeping concurrency, per-host and delay limits."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
+                 rng: random.Random | None = None) -> None:
+        self.config = config
+        self.hosts: dict[str, Host] = {}
+        self.max_hosts = MAX_HOSTS
+        self.keep_hosts = False  # per-host page caps count on every Host: never forget one
+        self._idle: OrderedDict[str, None] = OrderedDict()  # idle hosts, oldest first
+        self._robots: OrderedDict[str, tuple[RobotsPolicy, float]] = OrderedDict()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._ready: deque[Host] = deque()
+        self._timers: list[tuple[float, int, Host]] = []
+        self._tie = itertools.count()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self.queued = 0  # jobs in memory not in flight
+        self.in_flight = 0
+        self.hosts_active = 0
+        self.stopping = False  # no new starts; get() returns None
+        self.finished = False  # nothing left anywhere; get() returns None
+        self.on_low: Callable[[], None] = lambda: None  # the feeder wants to know
+        self.on_refill: Callable[[Host], None] = lambda host: None
+        self.host_cap = max(config.per_host * 8, 64)  # URLs of one host held in memory
+
+    # -- adding work ------------------------------------------------------------------------
+    def host(self, key: str) -> Host:
+        h = self.hosts.get(key)
+        if h is None:
+            if len(self.hosts) >= self.max_hosts and not self.keep_hosts:
+                self._forget_idle_hosts()
+            h = self.hosts[key] = Host(key)
+            known = self._robots.pop(key, None)
+            if known is not None:  # a host seen before: its robots.txt is not fetched again
+                h.robots, h.crawl_delay = known
+        return h
+
+    def _forget_idle_hosts(self) -> None:
+        """Drop idle hosts whose pacing has run out, so millions of hosts stay bounded.
+
+        What a forgotten host knew that still matters (its robots.txt) is kept in a bounded
+        cache; its delay and pauses had expired, so a new Host paces it just the same.
+        """
+        now = self._clock()
+        target = int(self.max_hosts * 0.9)
+        idle = self._idle
+        for _ in range(min(len(idle), 1_000)):  # bounded work per call
+            if len(self.hosts) <= target:
+                break
+            key, _ = idle.popitem(last=False)
+            h = self.hosts.get(key)
+            if h is None or h.active:
+                continue
+            if h.scheduled or h.overflow or h.refilling or h.robots_loading \
+                    or max(h.next_start, h.paused_until) > now:
+                idle[key] = None  # its pacing still runs: look again later
+                continue
+            del self.hosts[key]
+            if h.robots is not None:
+                self._robots[key] = (h.robots, h.crawl_delay)
+                if len(self._robots) > MAX_ROBOTS:
+                    self._robots.popitem(last=False)
+
+    def put(self, job: Job, *, front: bool = False) -> None:
+        """Queue a job on its current hop's host."""
+        h = self.host(job.host)
+        if front:
+            h.queue.appendleft(job)
+        else:
+            h.queue.append(job)
+        self.queued += 1
+        self._activate(h)
+        self._poke(h)
+
+    def retry_later(self, job: Job, wait: float, *, host_wide: bool = False) -> None:
+        """Put a job back to start again in ``wait`` seconds (only its host waits)."""
+        h = self.host(job.host)
+        now = self._clock()
+        if host_wide:
+            h.paused_until = max(h.paused_until, now + wait)
+            h.queue.appendleft(job)
+        else:
+            heapq.heappush(h.delayed, (now + wait, next(self._tie), job))
+        self.queued += 1
+        self._activate(h)
+        self._poke(h)
+
+    def slow_down(self, host: Host, *, cap: float) -> None:
+        """Adaptive politeness: the host answered 429/503, double its extra delay."""
+        host.penalty = min(cap, max(0.25, host.penalty * 2))
+
+    def speed_up(self, host: Host) -> None:
+        if host.penalty:
+            host.penalty = 0.0 if host.penalty < 0.05 else host.penalty * 0.8
+
+    def delay_of(self, host: Host) -> float:
+        return max(self.config.delay, host.crawl_delay, host.penalty)
+
+    # -- handing out work -------------------------------------------------------------------
+    async def get(self) -> Job | None:
+        """The next job a worker may start now; None when the run is over or stopping."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.stopping or self.finished:
+                return None
+            job = self._take()
+            if job is not None:
+                return job
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(fut)
+            await fut
+
+    def sent(self, job: Job) -> None:
+        """``job``'s request has just been written: the host's delay counts from now."""
+        if not job.unsent:
+            return
+        job.unsent = False
+        h = self.hosts[job.slot]
+        h.unsent -= 1
+        self._pace(h, self._clock())
+        self._poke(h)
+
+    def _pace(self, h: Host, now: float) -> None:
+        delay = self.delay_of(h)
+        if delay:
+            # Jitter may only lengthen the gap. The margin absorbs the coarseness of how a
+            # server sees it: access logs keep milliseconds, so a start is known to +-1 ms.
+            h.next_start = max(h.next_start,
+                               now + delay * (1.0 + 0.03 * self._rng.random()) + PACE_MARGIN)
+
+    def release(self, job: Job) -> None:
+        """A worker is done with ``job``'s request (finished, re-queued or abandoned)."""
+        h = self.hosts[job.slot]  # job.host may have moved on (a redirect to another host)
+        if job.unsent:  # it never left (refused connection, DNS, cancelled)
+            job.unsent = False
+            h.unsent -= 1
+        h.inflight -= 1
+        self.in_flight -= 1
+        self._poke(h)
+        self._deactivate_if_idle(h)
+
+    def stop(self) -> None:
+        """Stop handing out work (SIGINT); waiting workers return None."""
+        self.stopping = True
+        self._wake_all()
+
+    def finish(self) -> None:
+        """Nothing is left in the frontier or in memory."""
+        self.finished = True
+        self._wake_all()
+
+    @property
+    def idle(self) -> bool:
+        return self.queued == 0 and self.in_flight == 0
+
+    def _take(self) -> Job | None:
+        now = self._clock()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, h = heapq.heappop(timers)
+            h.scheduled = False
+            self._poke(h, now)
+        ready = self._ready
+        while ready:
+            h = ready.popleft()
+            h.scheduled = False
+            job = self._pop_job(h, now)
+            if job is None:
+                self._poke(h, now)
+                continue
+            self.queued -= 1
+            job.slot = h.key
+            h.inflight += 1
+            self.in_flight += 1
+            if job.robots_load or not job.blocked:
+                self._pace(h, now)
+                job.unsent = True
+                h.unsent += 1
+            self._poke(h, now)
+            if ready:
+                self._wake_one()
+            if h.overflow and not h.refilling and len(h.queue) <= self.host_cap // 2:
+                h.refilling = True
+                self.on_refill(h)
+            if self.queued < self.config.frontier_window // 2:
+                self.on_low()
+            return job
+        self._arm_timer()
+        return None
+
+    def _pop_job(self, h: Host, now: float) -> Job | None:
+        """The host's next job if it may start now, else None."""
+        if h.inflight >= self._limit(h):
+            return None
+        if max(h.next_start, h.paused_until) > now:
+            return None
+        if h.unsent and self.delay_of(h):
+            return None  # the delay counts from the previous request's real start
+        if h.delayed and h.delayed[0][0] <= now:
+            job = heapq.heappop(h.delayed)[2]
+        elif h.queue:
+            job = h.queue.popleft()
+        else:
+            return None
+        if self.config.robots and h.robots is None:
+            job.robots_load = True
+            h.robots_loading = True
+        elif h.robots is not None:
+            job.blocked = not h.robots.can_fetch(job.current)
+        return job
+
+    def _limit(self, h: Host) -> int:
+        if self.config.robots and h.robots is None:
+            return 1  # one request (robots.txt) until the rules are known
+        return self.config.per_host
+
+    def _poke(self, h: Host, now: float | None = None) -> None:
+        """Schedule ``h`` (ready now, or a timer) if it has work it could start."""
+        if h.scheduled or h.inflight >= self._limit(h):
+            return
+        if h.unsent and self.delay_of(h):
+            return  # sent() or release() pokes it again
+        if h.queue:
+            earliest = 0.0
+        elif h.delayed:
+            earliest = h.delayed[0][0]
+        else:
+            return
+        at = max(h.next_start, h.paused_until, earliest)
+        if now is None:
+            now = self._clock()
+        h.scheduled = True
+        if at <= now:
+            self._ready.append(h)
+            self._wake_one()
+        else:
+            heapq.heappush(self._timers, (at, next(self._tie), h))
+            if at < self._timer_at:
+                self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if not self._timers:
+            return
+        at = self._timers[0][0]
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at - self._clock())
+        self._timer_at = at
+        self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        # nobody waiting: a worker will find the work when it asks
+
+    def _wake_all(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = float("inf")
+
+    def _activate(self, h: Host) -> None:
+        if not h.active:
+            h.active = True
+            self.hosts_active += 1
+            self._idle.pop(h.key, None)
+
+    def _deactivate_if_idle(self, h: Host) -> None:
+        if h.active and not h.inflight and not h.queue and not h.delayed:
+            h.active = False
+            self.hosts_active -= 1
+            self._idle[h.key] = None
+

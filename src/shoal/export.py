@@ -1,0 +1,258 @@
+"""Export the records of a state database as JSON lines, CSV or Parquet, streamed.
+
+Records are read in output order (seq) in batches by a keyset query, so memory is bounded
+by the batch size whatever the size of the job. The export covers the records committed
+when it started; a run still writing to the state adds its later records after that cut.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import orjson
+
+from shoal.errors import UsageError
+
+FORMATS = ("jsonl", "csv", "parquet")
+
+# The CSV header and the Parquet column order: the record's fields, `error` split in two.
+COLUMNS = ("url", "final_url", "status", "error_kind", "error_message", "content_type",
+           "bytes", "elapsed_ms", "attempts", "depth", "parent", "redirects", "title",
+           "links", "sha256", "fetched_at")
+
+_BATCH_QUERY = "SELECT seq, record FROM urls WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+
+
+def export_records(state_path: str, fmt: str, out_path: str | None, *,
+                   batch: int = 10_000) -> int:
+    """Write every record of the state at ``state_path`` to ``out_path`` in ``fmt``.
+
+    ``out_path`` None or "-" is standard output (not for parquet). Returns the number of
+    records written.
+
+    Raises:
+        UsageError: unknown format, parquet to standard output, or the state is missing
+            or not a shoal state database.
+        OSError: the output cannot be written.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if out_path == "-":
+        out_path = None
+    if fmt == "parquet" and out_path is None:
+        raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
+    if not os.path.exists(state_path):
+        raise UsageError(f"state database {state_path!r} does not exist")
+    if out_path is not None and _same_file(state_path, out_path):
+        raise UsageError(f"refusing to overwrite the state database {state_path!r} "
+                         "with its own export")
+    db = _open_state(state_path)
+    try:
+        batches = _batches(db, state_path, batch)
+        if out_path is None:
+            return _write_stream(batches, fmt, sys.stdout.buffer, state_path)
+        with open(out_path, "wb") as fh:
+            try:
+                if fmt == "parquet":
+                    return _write_parquet(batches, fh, state_path)
+                return _write_stream(batches, fmt, fh, state_path)
+            except BaseException:
+                # no half-written file may pass for a whole export
+                fh.close()
+                _remove_partial(out_path)
+                raise
+    finally:
+        db.close()
+
+
+def _remove_partial(path: str) -> None:
+    """Delete a half-written export file (one this export created or truncated)."""
+    try:
+        if os.path.isfile(path):
+            os.unlink(path)
+    except OSError:
+        pass  # the original error is the one to report
+
+
+def _same_file(state_path: str, out_path: str) -> bool:
+    if not os.path.exists(out_path):
+        return False
+    for target in (state_path + suffix for suffix in ("", "-wal", "-shm")):
+        try:
+            if os.path.samefile(target, out_path):
+                return True
+        except OSError:  # that file does not exist
+            continue
+    return False
+
+
+def _open_state(path: str) -> sqlite3.Connection:
+    """A read-only connection to a shoal state database (UsageError when it is not one)."""
+    try:
+        db = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot open state database {path!r}: {exc}") from exc
+    try:
+        tables = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        db.close()
+        raise UsageError(f"{path!r} is not a shoal state database ({exc})") from exc
+    if not {"urls", "meta"} <= tables:
+        db.close()
+        raise UsageError(f"{path!r} is not a shoal state database (no urls and meta tables)")
+    return db
+
+
+def _uri_path(path: str) -> str:
+    # '?' and '#' would end the path part of the URI; '%' starts an escape
+    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+def _batches(db: sqlite3.Connection, path: str, size: int) -> Iterator[list[tuple[int, bytes]]]:
+    """(seq, record line) in output order, ``size`` at a time, up to the last seq at start."""
+    try:
+        # `WHERE seq IS NOT NULL` lets SQLite read the max off the partial seq index
+        (last,) = db.execute("SELECT max(seq) FROM urls WHERE seq IS NOT NULL").fetchone()
+        seq = 0
+        while last is not None and seq < last:
+            rows: list[tuple[int, bytes]] = db.execute(_BATCH_QUERY, (seq, last, size)).fetchall()
+            if not rows:
+                return
+            seq = rows[-1][0]
+            yield rows
+            del rows  # the consumer is done with it: do not hold it while reading the next
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot read state database {path!r}: {exc}") from exc
+
+
+def _decode(seq: int, line: bytes, path: str) -> dict[str, Any]:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{path!r}: record {seq} is not valid JSON ({exc})") from exc
+    if not isinstance(record, dict) or "url" not in record:
+        raise UsageError(f"{path!r}: record {seq} is not a shoal record")
+    return record
+
+
+def _write_stream(batches: Iterator[list[tuple[int, bytes]]], fmt: str, out: BinaryIO,
+                  path: str) -> int:
+    count = 0
+    if fmt == "jsonl":
+        for rows in batches:
+            out.write(b"".join(line for _, line in rows))
+            count += len(rows)
+            del rows  # free it before the next batch is read
+        out.flush()
+        return count
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    try:
+        writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for rows in batches:
+            writer.writerows(_csv_row(_decode(seq, line, path)) for seq, line in rows)
+            count += len(rows)
+            del rows  # free it before the next batch is read
+        text.flush()
+    finally:
+        text.detach()  # the caller owns (and closes) the binary stream
+    return count
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with ``error`` split into ``error_kind`` and ``error_message``."""
+    error = record.get("error") or {}
+    flat = {name: record.get(name) for name in COLUMNS}
+    flat["error_kind"] = error.get("kind")
+    flat["error_message"] = error.get("message")
+    return flat
+
+
+def _csv_row(record: dict[str, Any]) -> list[str]:
+    flat = _flat(record)
+    redirects = flat["redirects"]
+    flat["redirects"] = None if redirects is None else orjson.dumps(redirects).decode()
+    return ["" if flat[name] is None else str(flat[name]) for name in COLUMNS]
+
+
+def _write_parquet(batches: Iterator[list[tuple[int, bytes]]], out: BinaryIO,
+                   path: str) -> int:
+    import pyarrow as pa  # type: ignore[import-untyped]  # only parquet pays for the import
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    schema = parquet_schema()
+    count = 0
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for rows in batches:
+            # Converted a slice at a time: the Python objects of a whole batch, and Arrow's
+            # growing buffers for them, cost several times the batch's bytes.
+            table = pa.concat_tables([_arrow_slice(pa, schema, rows[i:i + _SLICE], path)
+                                      for i in range(0, len(rows), _SLICE)])
+            size = len(rows)
+            del rows  # one batch in memory at a time: free it before the next is read
+            writer.write_table(table, row_group_size=size)  # one row group a batch
+            del table
+            count += size
+    return count
+
+
+_SLICE = 1000
+
+
+def _arrow_slice(pa: Any, schema: Any, rows: list[tuple[int, bytes]], path: str) -> Any:
+    """An Arrow table of ``rows`` (UsageError when a record does not fit the schema)."""
+    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+    for seq, line in rows:
+        flat = _flat(_decode(seq, line, path))
+        flat["fetched_at"] = _timestamp(flat["fetched_at"], seq, path)
+        for name in COLUMNS:
+            columns[name].append(flat[name])
+    try:
+        return pa.Table.from_pydict(columns, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UsageError(f"{path!r}: records {rows[0][0]}-{rows[-1][0]} do not fit the "
+                         f"export schema ({exc})") from exc
+
+
+def _timestamp(value: Any, seq: int, path: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{path!r}: record {seq} has a bad fetched_at {value!r}") from exc
+
+
+def parquet_schema() -> Any:
+    """The typed Arrow schema of a Parquet export (columns in ``COLUMNS`` order)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("final_url", pa.string()),
+        pa.field("status", pa.int32()),
+        pa.field("error_kind", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("content_type", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("elapsed_ms", pa.float64()),
+        pa.field("attempts", pa.int32()),
+        pa.field("depth", pa.int32()),
+        pa.field("parent", pa.string()),
+        pa.field("redirects", pa.list_(pa.string())),
+        pa.field("title", pa.string()),
+        pa.field("links", pa.int32()),
+        pa.field("sha256", pa.string()),
+        pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),
+    ])
+

@@ -1,0 +1,80 @@
+"""The JSON-lines output, written so that a killed run resumes to exactly one line per URL.
+
+The state database is the truth. Records are committed there first and appended to the
+output after; the database also remembers how many bytes of output were complete (and
+which record seq they end at) as of the previous commit. On resume the output is cut back
+to that length, which drops a torn last line and anything written after the last
+bookkeeping, and the records after that seq are appended again from the database.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import BinaryIO
+
+
+class Output:
+    """Appends record lines to a file (resumable) or to standard output (streamed)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path  # None: standard output
+        self._fh: BinaryIO | None = None
+        self.seq = 0  # last record seq written
+        self.bytes = 0  # bytes of complete lines written
+        self.lines_this_run = 0
+        self._synced = 0.0
+
+    @property
+    def display(self) -> str:
+        return self.path or "<stdout>"
+
+    def open(self, seq: int, size: int) -> None:
+        """Open for appending after record ``seq`` ending at byte ``size`` (blocking)."""
+        if self.path is None:
+            self._fh = sys.stdout.buffer
+            self.seq, self.bytes = seq, size
+            return
+        fh = open(self.path, "r+b" if os.path.exists(self.path) else "w+b")  # noqa: SIM115
+        actual = fh.seek(0, os.SEEK_END)
+        if actual < size:
+            # The file was cut or replaced since: rebuild it from the database.
+            seq, size = 0, 0
+        fh.truncate(size)
+        fh.seek(size)
+        self._fh = fh
+        self.seq, self.bytes = seq, size
+
+    def write(self, rows: list[tuple[int, bytes]]) -> None:
+        """Append records (seq, line) in order (blocking)."""
+        if not rows:
+            return
+        assert self._fh is not None
+        data = b"".join(r for _, r in rows)
+        self._fh.write(data)
+        self._fh.flush()
+        self.bytes += len(data)
+        self.seq = rows[-1][0]
+        self.lines_this_run += len(rows)
+
+    def sync(self, *, at_most_every: float = 0.0) -> None:
+        """Flush to disk (blocking), at most once per ``at_most_every`` seconds.
+
+        Correctness does not hang on it: a resume that finds the file shorter than the
+        database says rebuilds it from the database. It bounds what a power cut can take.
+        """
+        now = time.monotonic()
+        if self._fh is not None and self.path is not None and (
+                now - self._synced >= at_most_every):
+            os.fsync(self._fh.fileno())
+            self._synced = now
+
+    def mark(self) -> dict[str, str]:
+        """The bookkeeping to commit once ``sync`` has returned."""
+        return {"out_seq": str(self.seq), "out_bytes": str(self.bytes)}
+
+    def close(self) -> None:
+        if self._fh is not None and self.path is not None:
+            self._fh.close()
+        self._fh = None

@@ -1,0 +1,178 @@
+"""API tokens for the service: created, verified and revoked in the service's SQLite file.
+
+Only a SHA-256 of each token is stored. A slow password hash (bcrypt, scrypt) is not
+needed: tokens are 256-bit random secrets, so there is no dictionary to try and a fast
+hash is as strong as the token. Verification looks the hash up in a unique index: timing
+can at most leak bytes of the *hash* of a guess, which tells nothing about the secret, and
+the row found is checked once more with ``hmac.compare_digest``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+
+from shoal.errors import StoreError
+from shoal.store.sqlite import migrate
+
+PREFIX = "shoal_"
+DEFAULT_DB = "shoal-service.db"
+# token_urlsafe(32) is 43 characters of the base64url alphabet
+_TOKEN = re.compile(r"shoal_[A-Za-z0-9_-]{43}\Z")
+_ID = re.compile(r"[0-9a-f]{8}\Z")
+_COLUMNS = "id, name, read_only, created, revoked"
+
+# Versioned migrations: index i moves the schema from version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tokens (
+        id        TEXT PRIMARY KEY,        -- short public identifier (8 hex digits)
+        name      TEXT,
+        hash      BLOB NOT NULL UNIQUE,    -- sha256 of the token, never the token
+        read_only INTEGER NOT NULL,
+        created   TEXT NOT NULL,           -- ISO 8601, UTC
+        revoked   TEXT                     -- when revoked, else NULL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo:
+    """What is known about a token, short of the secret itself."""
+
+    id: str
+    name: str
+    read_only: bool
+    created: str
+    revoked: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _info(row: tuple[str, str | None, int, str, str | None]) -> TokenInfo:
+    return TokenInfo(id=row[0], name=row[1] or "", read_only=bool(row[2]), created=row[3],
+                     revoked=row[4])
+
+
+class TokenStore:
+    """The tokens table of the service database; safe to share between threads.
+
+    Raises:
+        StoreError: the file cannot be opened, is not a database, is from a newer shoal,
+            or (with ``create=False``) does not exist.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = str(path)
+        if not create and not os.path.isfile(self.path):
+            raise StoreError(f"no service database at {self.path}")
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open service database {self.path}: {exc}") from exc
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        db = self._db
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            migrate(db, MIGRATIONS, str(self.path))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot use service database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> TokenStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]:
+        """A new token and its info; the token itself is returned here and never again."""
+        token = PREFIX + secrets.token_urlsafe(32)
+        created = _now()
+        with self._lock:
+            while True:  # an id collision (1 in 4 billion per pair) just draws another
+                info = TokenInfo(id=secrets.token_hex(4), name=name, read_only=read_only,
+                                 created=created)
+                try:
+                    self._db.execute(
+                        "INSERT INTO tokens (id, name, hash, read_only, created) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (info.id, name, _hash(token), int(read_only), created))
+                except sqlite3.IntegrityError:
+                    continue
+                return token, info
+
+    def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is known and not revoked; None otherwise."""
+        if not isinstance(token, str) or not _TOKEN.match(token):
+            return None
+        digest = _hash(token)
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS}, hash FROM tokens WHERE hash = ?",
+                                   (digest,)).fetchone()
+        if row is None or not hmac.compare_digest(row[5], digest) or row[4] is not None:
+            return None
+        return _info(row[:5])
+
+    def revoke(self, id_or_token: str) -> bool:
+        """Revoke a token by its id or by the token itself; False if there is none such.
+
+        Revoking a revoked token keeps its first revocation time and returns True.
+        """
+        key: str | bytes
+        if _TOKEN.match(id_or_token):
+            where, key = "hash = ?", _hash(id_or_token)
+        elif _ID.match(id_or_token.lower()):
+            where, key = "id = ?", id_or_token.lower()
+        else:
+            return False
+        with self._lock:
+            self._db.execute(f"UPDATE tokens SET revoked = ? WHERE {where} AND revoked IS NULL",
+                             (_now(), key))
+            found = self._db.execute(f"SELECT 1 FROM tokens WHERE {where}", (key,)).fetchone()
+        return found is not None
+
+    def list(self) -> builtins.list[TokenInfo]:
+        """Every token, oldest first (revoked ones too)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM tokens ORDER BY created, rowid").fetchall()
+        return [_info(r) for r in rows]
+
+    def count_active(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT count(*) FROM tokens WHERE revoked IS NULL"
+                                   ).fetchone()
+        return int(row[0])

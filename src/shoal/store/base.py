@@ -1,0 +1,70 @@
+"""The storage interface the engine talks to; SQLite now, PostgreSQL later."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+# Receives (seq, record line) pairs on the store's thread right after they commit.
+Sink = Callable[[list[tuple[int, bytes]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A frontier URL waiting for a record."""
+
+    id: int
+    url: str
+    host: str
+    depth: int
+    parent: str | None
+    kind: int = 0  # PAGE or SITEMAP
+
+
+PAGE, SITEMAP = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class NewUrl:
+    """A URL to add to the frontier (pending) ..."""
+
+    url: str
+    host: str
+    depth: int = 0
+    parent: str | None = None
+    kind: int = PAGE
+
+
+@dataclass(frozen=True, slots=True)
+class DoneUrl:
+    """... or one that already has its record (an invalid input line)."""
+
+    key: str
+    record: bytes
+
+
+class Store(Protocol):
+    """A run's durable state: meta, the frontier, and one record per URL."""
+
+    path: str
+
+    async def open(self, *, fresh: bool = False) -> None: ...
+    async def close(self) -> None: ...
+    async def get_meta(self) -> dict[str, str]: ...
+    async def set_meta(self, values: dict[str, str]) -> None: ...
+    async def add(self, new: Sequence[NewUrl], done: Sequence[DoneUrl] = (),
+                  meta: dict[str, str] | None = None, sink: Sink | None = None,
+                  ) -> list[tuple[int, bytes]]: ...
+    async def next_pending(self, after_id: int, limit: int, max_depth: int | None = None
+                           ) -> list[PendingRow]: ...
+    async def pending_for_host(self, host: str, after_id: int, limit: int,
+                               max_depth: int | None = None) -> list[PendingRow]: ...
+    async def complete(self, results: Sequence[tuple[int, bytes | None]],
+                       meta: dict[str, str] | None = None, sink: Sink | None = None,
+                       new: Sequence[NewUrl] = ()) -> int: ...
+    async def counts(self) -> tuple[int, int]: ...
+    async def done_by_host(self) -> dict[str, int]: ...
+    async def records_after(self, seq: int, limit: int = 2000) -> list[tuple[int, bytes]]: ...
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...

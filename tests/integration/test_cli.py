@@ -1,0 +1,259 @@
+"""The shoal command as a user runs it: exit codes, messages, stdin, resume, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import read_records, run_shoal, shoal_cmd, write_urls
+from tests.servers import html_page, site
+
+pytestmark = pytest.mark.timeout(120)
+
+RECORD_FIELDS = {"url", "final_url", "status", "error", "content_type", "bytes", "elapsed_ms",
+                 "attempts", "depth", "redirects", "title", "links", "sha256", "fetched_at"}
+
+
+def pages(n: int, *, delay: float = 0.0) -> dict[str, object]:
+    async def page(request: web.Request) -> web.Response:
+        if delay:
+            await asyncio.sleep(delay)
+        return web.Response(text=html_page(f"Page {request.path}", ["/a", "/b"]),
+                            content_type="text/html")
+
+    return {f"/p/{i}": page for i in range(n)}
+
+
+async def test_fetch_writes_one_record_per_distinct_url(tmp_path: Path, tmp_out: Path) -> None:
+    async with site(pages(20)) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(20)]
+        spelled = srv.url("/p/3").replace("http://", "HTTP://") + "#frag"
+        lines = ["# a comment", "", *urls, spelled, "not a url", "ftp://example.com/x"]
+        inp = write_urls(tmp_path / "urls.txt", lines)
+        run = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "--quiet")
+    assert run.code == 0, run.stderr
+    recs = read_records(tmp_out)
+    assert len(recs) == 22
+    assert all(set(r) == RECORD_FIELDS for r in recs)
+    by_url = {r["url"]: r for r in recs}
+    assert len(by_url) == 22
+    ok = [r for r in recs if r["status"] == 200]
+    assert len(ok) == 20 and all(r["title"] == f"Page /p/{r['url'].rsplit('/', 1)[1]}"
+                                 for r in ok)
+    assert all(r["links"] == 2 and r["error"] is None and r["attempts"] == 1 for r in ok)
+    kinds = {r["url"]: r["error"]["kind"] for r in recs if r["error"]}  # type: ignore[index]
+    assert kinds == {"not a url": "invalid_url", "ftp://example.com/x": "unsupported_scheme"}
+    assert "20 records" in run.stderr or "records this run" in run.stderr
+    assert str(tmp_out) in run.stderr  # the summary says where the output went
+
+
+async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
+    async with site(pages(3)) as srv:
+        data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3)).encode()
+        run = await run_shoal("fetch", "-", "--quiet", stdin=data)
+    assert run.code == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith('{"url":') for line in lines)  # nothing else on stdout
+    assert "shoal" in run.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--concurrency", "0"], "--concurrency must be between 1 and 100000, got 0"),
+    (["--per-host", "-1"], "--per-host"),
+    (["--timeout", "0"], "--timeout"),
+    (["--max-bytes", "lots"], "is not a size"),
+    (["--retries", "x"], "'x' is not a valid integer"),
+    (["--bogus"], "No such option '--bogus'"),
+])
+async def test_usage_errors_exit_2_with_one_clear_line(tmp_path: Path, args: list[str],
+                                                       message: str) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    run = await run_shoal("fetch", str(inp), *args)
+    assert run.code == 2
+    assert message in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+async def test_unreadable_input_exits_2(tmp_path: Path) -> None:
+    run = await run_shoal("fetch", str(tmp_path / "missing.txt"))
+    assert run.code == 2
+    assert "cannot read input file" in run.stderr and "Traceback" not in run.stderr
+
+
+async def test_help_lists_every_flag_with_default() -> None:
+    run = await run_shoal("fetch", "--help")
+    assert run.code == 0
+    for flag in ("--output", "--state", "--concurrency", "--per-host", "--delay", "--timeout",
+                 "--retries", "--max-bytes", "--no-robots", "--user-agent", "--quiet",
+                 "--fresh", "--max-retry-after"):
+        assert flag in run.stdout, flag
+    assert "default: 100" in run.stdout
+
+
+async def test_rerun_of_finished_run_does_nothing_and_fresh_starts_over(
+        tmp_path: Path, tmp_out: Path) -> None:
+    async with site(pages(5)) as srv:
+        inp = write_urls(tmp_path / "u.txt", [srv.url(f"/p/{i}") for i in range(5)])
+        first = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")
+        assert first.code == 0
+        again = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")
+        assert again.code == 0 and "nothing to do" in again.stderr
+        assert srv.log.count(path_prefix="/p/") == 5  # nothing fetched twice
+        assert len(read_records(tmp_out)) == 5
+        fresh = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q", "--fresh")
+        assert fresh.code == 0
+        assert srv.log.count(path_prefix="/p/") == 10
+        assert len(read_records(tmp_out)) == 5
+
+
+async def test_state_of_another_input_is_refused(tmp_path: Path, tmp_out: Path) -> None:
+    async with site(pages(2)) as srv:
+        a = write_urls(tmp_path / "a.txt", [srv.url("/p/0")])
+        b = write_urls(tmp_path / "b.txt", [srv.url("/p/1")])
+        assert (await run_shoal("fetch", str(a), "-o", str(tmp_out), "-q")).code == 0
+        run = await run_shoal("fetch", str(b), "-o", str(tmp_out), "-q")
+    assert run.code == 2
+    assert "belongs to another run" in run.stderr and "--fresh" in run.stderr
+
+
+async def test_appended_input_lines_are_fetched_on_rerun(tmp_path: Path, tmp_out: Path) -> None:
+    async with site(pages(6)) as srv:
+        inp = write_urls(tmp_path / "u.txt", [srv.url(f"/p/{i}") for i in range(3)])
+        assert (await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")).code == 0
+        with inp.open("a") as fh:
+            fh.write("".join(srv.url(f"/p/{i}") + "\n" for i in range(3, 6)))
+        assert (await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")).code == 0
+    assert sorted(r["url"] for r in read_records(tmp_out)) == sorted(
+        srv.url(f"/p/{i}") for i in range(6))
+
+
+async def _start(args: list[str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+
+
+async def _wait_for_lines(path: Path, n: int, proc: asyncio.subprocess.Process) -> None:
+    for _ in range(600):
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        if proc.returncode is not None:
+            return
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+async def test_killed_run_resumes_to_exactly_one_record_per_url(
+        tmp_path: Path, tmp_out: Path, sig: signal.Signals) -> None:
+    n = 400
+    async with site(pages(n, delay=0.01)) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(n)]
+        inp = write_urls(tmp_path / "u.txt", urls)
+        args = ["fetch", str(inp), "-o", str(tmp_out), "-q", "--concurrency", "8",
+                "--per-host", "8"]
+        proc = await _start(args)
+        await _wait_for_lines(tmp_out, 60, proc)
+        proc.send_signal(sig)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+        else:
+            assert proc.returncode == 130, err.decode()
+            assert "Traceback" not in err.decode()
+            partial = read_records(tmp_out)  # a graceful stop leaves no torn line
+            assert 0 < len(partial) < n
+            assert len({r["url"] for r in partial}) == len(partial)
+        fetched_before = srv.log.count(path_prefix="/p/")
+        run = await run_shoal(*args)
+        assert run.code == 0, run.stderr
+    recs = read_records(tmp_out)
+    assert sorted(r["url"] for r in recs) == sorted(urls)  # none lost, none twice
+    assert all(r["status"] == 200 for r in recs)
+    # the rerun fetched only what was not already recorded (plus what was in flight)
+    assert srv.log.count(path_prefix="/p/") - fetched_before <= n - 60 + 16
+
+
+async def test_sigkill_at_random_moments_never_loses_or_doubles(tmp_path: Path,
+                                                                tmp_out: Path) -> None:
+    n = 600
+    rng = random.Random(7)
+    async with site(pages(n, delay=0.02)) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(n)]
+        inp = write_urls(tmp_path / "u.txt", urls)
+        args = ["fetch", str(inp), "-o", str(tmp_out), "-q", "--concurrency", "16",
+                "--per-host", "16"]
+        killed = 0
+        for _ in range(5):
+            proc = await asyncio.create_subprocess_exec(
+                *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.sleep(rng.uniform(0.3, 0.9))
+            if proc.returncode is None:
+                proc.kill()
+                killed += 1
+            await proc.wait()
+        assert killed >= 3
+        run = await run_shoal(*args)
+        assert run.code == 0, run.stderr
+    recs = read_records(tmp_out)
+    assert Counter(r["url"] for r in recs) == Counter(urls)
+
+
+async def test_second_sigint_stops_at_once_with_state_consistent(tmp_path: Path,
+                                                                 tmp_out: Path) -> None:
+    n = 100
+    async with site(pages(n, delay=20)) as srv:  # requests that would hang for long
+        urls = [srv.url(f"/p/{i}") for i in range(n)]
+        inp = write_urls(tmp_path / "u.txt", urls)
+        args = ["fetch", str(inp), "-o", str(tmp_out), "-q", "--concurrency", "4",
+                "--per-host", "4", "--timeout", "60"]
+        proc = await _start(args)
+        for _ in range(200):
+            if srv.log.count(path_prefix="/p/") >= 4:
+                break
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 130, err.decode()
+        assert "Traceback" not in err.decode()
+    assert not tmp_out.exists() or read_records(tmp_out) == []
+    assert Path(str(tmp_out) + ".state.db").exists()
+
+
+async def test_empty_input_says_there_is_nothing_to_fetch(tmp_path: Path, tmp_out: Path) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["# just a comment", "", "   "])
+    run = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")
+    assert run.code == 0
+    assert "the input holds no URLs" in run.stderr
+    assert read_records(tmp_out) == []
+
+
+async def test_invalid_lines_count_as_records_of_the_run(tmp_path: Path, tmp_out: Path) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["not a url", "mailto:a@b", "http://"])
+    run = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")
+    assert run.code == 0, run.stderr
+    assert "3 records this run" in run.stderr
+    assert "invalid_url 2" in run.stderr and "unsupported_scheme 1" in run.stderr
+    assert len(read_records(tmp_out)) == 3
+
+
+async def test_bare_command_shows_help() -> None:
+    run = await run_shoal()
+    assert run.code == 0 and "Usage: shoal" in run.stdout and "error" not in run.stderr
+
+
+async def test_output_or_state_naming_the_input_is_refused(tmp_path: Path) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    for flag in ("-o", "--state"):
+        run = await run_shoal("fetch", str(inp), flag, str(inp))
+        assert run.code == 2 and "is the input file" in run.stderr
+    assert inp.read_text() == "http://127.0.0.1:9/\n"  # untouched

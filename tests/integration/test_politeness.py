@@ -1,0 +1,102 @@
+"""Politeness proven from the server's side: limits per host, overall, and delays."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+
+import shoal
+from tests.servers import RequestLog, html_page, sites
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def slow_pages(n: int, delay: float) -> dict[str, object]:
+    async def page(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay)
+        return web.Response(text=html_page("p"), content_type="text/html")
+
+    return {f"/p/{i}": page for i in range(n)}
+
+
+async def test_per_host_and_global_concurrency_are_kept() -> None:
+    log = RequestLog()
+    async with sites(4, slow_pages(20, 0.05), log=log) as hosts:
+        urls = [h.url(f"/p/{i}") for h in hosts for i in range(20)]
+        cfg = shoal.Config(concurrency=6, per_host=2, robots=False)
+        records = await shoal.fetch(urls, cfg)
+    assert len(records) == 80 and all(r.status == 200 for r in records)
+    for h in hosts:
+        assert log.max_in_flight(h.netloc) <= 2
+    assert log.max_in_flight() <= 6
+    assert log.max_in_flight() >= 4  # hosts really ran in parallel
+
+
+async def test_delay_between_starts_includes_robots_request() -> None:
+    async with sites(2, {**slow_pages(6, 0.0), "/robots.txt": "User-agent: *\nAllow: /\n"}
+                     ) as hosts:
+        urls = [h.url(f"/p/{i}") for h in hosts for i in range(6)]
+        cfg = shoal.Config(concurrency=10, per_host=5, delay=0.2)
+        started = time.monotonic()
+        records = await shoal.fetch(urls, cfg)
+        took = time.monotonic() - started
+    assert all(r.status == 200 for r in records)
+    for h in hosts:
+        assert h.log.count() == 7  # robots.txt + 6 pages
+        assert h.log.min_gap() >= 0.2
+    assert took < 7 * 0.2 * 1.1 * 2  # the two hosts were paced in parallel, not in series
+
+
+async def test_crawl_delay_from_robots_is_honoured() -> None:
+    async with sites(1, {**slow_pages(3, 0.0),
+                         "/robots.txt": "User-agent: shoal\nCrawl-delay: 0.3\n"}) as (h,):
+        await shoal.fetch([h.url(f"/p/{i}") for i in range(3)], shoal.Config())
+    assert h.log.min_gap() >= 0.3
+
+
+async def test_one_slow_host_does_not_stall_the_others() -> None:
+    async with sites(2, [slow_pages(6, 2.0), slow_pages(40, 0.0)]) as (slow, fast):
+        urls = [slow.url(f"/p/{i}") for i in range(6)] + [fast.url(f"/p/{i}")
+                                                           for i in range(40)]
+        cfg = shoal.Config(concurrency=8, per_host=2, robots=False)
+        order: list[str] = []
+        started = time.monotonic()
+        fast_done_at = 0.0
+        async with shoal.Crawler(cfg) as crawler:
+            async for r in crawler.fetch(urls):
+                order.append(r.url)
+                if r.url.startswith(fast.base_url):
+                    fast_done_at = time.monotonic() - started
+    assert len(order) == 46
+    assert fast_done_at < 1.5  # all 40 fast pages done while the slow host still works
+
+
+async def test_retry_after_pauses_the_host_and_is_honoured() -> None:
+    hits: list[float] = []
+
+    async def limited(request: web.Request) -> web.Response:
+        hits.append(time.monotonic())
+        if len(hits) == 1:
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        return web.Response(text=html_page("ok"), content_type="text/html")
+
+    async with sites(1, {"/x": limited}) as (h,):
+        records = await shoal.fetch([h.url("/x")], shoal.Config(robots=False))
+    assert records[0].status == 200 and records[0].attempts == 2
+    assert hits[1] - hits[0] >= 1.0
+
+
+async def test_absurd_retry_after_is_recorded_at_once() -> None:
+    async def limited(request: web.Request) -> web.Response:
+        return web.Response(status=503, headers={"Retry-After": "86400"})
+
+    async with sites(1, {"/x": limited}) as (h,):
+        started = time.monotonic()
+        records = await shoal.fetch([h.url("/x")], shoal.Config(robots=False))
+    assert time.monotonic() - started < 2
+    r = records[0]
+    assert r.status == 503 and r.error is not None and r.error.kind == "http"
+    assert "86400" in r.error.message and r.attempts == 1
