@@ -58,7 +58,7 @@ class Steps:
             if cd:
                 host.crawl_delay = min(cd, self.config.max_crawl_delay)
             # the robots.txt request was this host's first start: pace the next from it
-            host.next_start = max(host.next_start, started + sched.delay_of(host))
+            sched.pace(host, started)
             sched.put(job, front=True)
             if self.crawl is not None and self.crawl.sitemaps:
                 await self._on_robots(host)
