@@ -47,7 +47,8 @@ import report  # noqa: E402
 import verify  # noqa: E402
 
 REPO = BENCH.parent
-TOOLS = ["shoal", "plain", "scrapy", "crawlee"]
+TOOLS = ["shoal", "shoal-w2", "plain", "scrapy", "crawlee"]
+SHOAL_TOOLS = {"shoal": [], "shoal-w2": ["--workers", "2"]}  # tool -> extra flags
 PEER_SCRIPTS = {"plain": "plain.py", "scrapy": "scrapy_peer.py", "crawlee": "crawlee_peer.py"}
 PEER_PACKAGES = ["scrapy", "twisted", "crawlee", "impit", "aiohttp", "uvloop", "selectolax",
                  "matplotlib"]
@@ -115,11 +116,11 @@ class Bench:
 
     def setup(self) -> None:
         a = self.args
-        if "shoal" in a.tools and not a.shoal_bin:
+        if set(a.tools) & set(SHOAL_TOOLS) and not a.shoal_bin:
             self.log("project environment: uv sync --frozen")
             subprocess.run([*self.uv(), "sync", "--frozen", "--project", str(REPO)],
                            check=True, cwd=REPO)
-        if set(a.tools) - {"shoal"} or a.chart:
+        if set(a.tools) - set(SHOAL_TOOLS) or a.chart:
             self.ensure_peers()
         if a.server == "nginx" and nginx_mod.find_nginx() is None:
             self.install_nginx()
@@ -242,9 +243,10 @@ class Bench:
 
     def command(self, tool: str, w: Workload, source: str, count: int, out: Path) -> list[str]:
         per_host = str(w.per_host)
-        if tool == "shoal":
+        if tool in SHOAL_TOOLS:
             cmd = [str(self.shoal), w.kind, source, "-o", str(out),
-                   "--concurrency", str(CONCURRENCY), "--per-host", per_host, "--fresh", "-q"]
+                   "--concurrency", str(CONCURRENCY), "--per-host", per_host, "--fresh", "-q",
+                   *SHOAL_TOOLS[tool]]
             if w.kind == "crawl":
                 cmd += ["--max-pages", str(count), "--scope", "any"]
             if w.delay:
@@ -339,7 +341,7 @@ class Bench:
             "other_cpu_s": m.other_cpu_s, "machine_busy_s": m.machine_busy_s,
             "cpus": os.cpu_count() or 1, "log": str(rundir / f"{tool}-{rep}.log"),
         }
-        if tool == "shoal":
+        if tool in SHOAL_TOOLS:
             rec["shoal_source"] = source_digest()
         self.log(f"  -> {rec['pages_per_s']:,.0f} pages/s, {m.wall_s:.1f}s, CPU {m.cpu_s:.1f}s, "
                  f"peak RSS {m.peak_rss_bytes / 1e6:,.0f} MB, lag p99 "
@@ -454,9 +456,9 @@ class Bench:
         if not a.no_setup:
             self.setup()
         for tool in a.tools:
-            if tool == "shoal" and not self.shoal.exists():
+            if tool in SHOAL_TOOLS and not self.shoal.exists():
                 raise SystemExit(f"{self.shoal} missing: run `uv sync` or drop --no-setup")
-            if tool != "shoal" and not self.peers_python.exists():
+            if tool not in SHOAL_TOOLS and not self.peers_python.exists():
                 raise SystemExit(f"{self.peers_python} missing: drop --no-setup")
         self.ensure_farm()
         deadline = time.monotonic() + a.max_hours * 3600
@@ -470,6 +472,8 @@ class Bench:
                 w = WORKLOADS[name]
                 for rep in range(1, a.repeat + 1):
                     for tool in a.tools:
+                        if SHOAL_TOOLS.get(tool) and w.kind != "fetch":
+                            continue  # --workers is for fetch
                         if time.monotonic() > deadline:
                             self.log(f"--max-hours reached: skipping {name} {tool} run {rep}")
                             continue

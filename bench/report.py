@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TOOLS = ["shoal", "plain", "scrapy", "crawlee"]
-TOOL_NAMES = {"shoal": "shoal", "plain": "plain aiohttp script", "scrapy": "Scrapy",
+TOOLS = ["shoal", "shoal-w2", "plain", "scrapy", "crawlee"]
+TOOL_NAMES = {"shoal": "shoal", "shoal-w2": "shoal --workers 2",
+              "plain": "plain aiohttp script", "scrapy": "Scrapy",
               "crawlee": "Crawlee (HttpCrawler)"}
 MB = 1_000_000
 
@@ -201,6 +202,10 @@ def targets(agg: dict[tuple[str, str], dict[str, Any]], meta: dict[str, Any]
                     _f(r, "{:.2f}x"), None if r is None else r >= want))
 
     ratio_target("fetch100k", "plain", 1.0)
+    r2 = _ratio(get("fetch100k", "shoal-w2", "pages_per_s"), get("fetch100k", "shoal",
+                                                                 "pages_per_s"))
+    out.append(("fetch100k: shoal --workers 2 ≥ 1.6x shoal in one process (pages/s)",
+                _f(r2, "{:.2f}x"), None if r2 is None else r2 >= 1.6))
     ratio_target("fetch100k", "scrapy", 8.0)
     ratio_target("fetch100k", "crawlee", 3.0)
     rss100 = get("fetch100k", "shoal", "peak_rss_mb")

@@ -19,6 +19,7 @@ from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
 from shoal.engine.engine import Engine, RunResult
 from shoal.engine.source import LineSource
+from shoal.errors import ConfigError
 from shoal.output import Output
 from shoal.records import Record
 from shoal.store.base import Store
@@ -44,6 +45,9 @@ class Crawler:
                  = None, output: str | os.PathLike[str] | None = None,
                  resolver: AbstractResolver | None = None, job: str = "default") -> None:
         self.config = config or Config()
+        if self.config.workers > 1:
+            raise ConfigError("workers > 1 is a command-line option (shoal fetch --workers); "
+                              "the library runs in its caller's process")
         self._job = job  # the run's name when ``state`` is a postgresql:// URL
         self._resolver = resolver  # DNS for every connection (tests map names to loopback)
         self._state = None if state is None else str(state)

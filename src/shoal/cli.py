@@ -15,12 +15,12 @@ import click
 
 from shoal import __version__
 from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
-from shoal.errors import ShoalError, StoreError, UsageError
+from shoal.errors import ShoalError, StoreError, UsageError, WorkerError
 
 if TYPE_CHECKING:
     from shoal.service.tokens import TokenStore
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -99,6 +99,7 @@ def build_config(**kw: Any) -> Config:
         retry=RetryPolicy(retries=kw["retries"], max_retry_after=kw["max_retry_after"]),
         max_bytes=kw["max_bytes"], robots=not kw["no_robots"], user_agent=kw["user_agent"],
         block_private=kw["block_private"], allow_net=tuple(kw["allow_net"]),
+        workers=kw.get("workers", 1),
     )
 
 
@@ -115,6 +116,9 @@ def cli() -> None:
 @cli.command()
 @click.argument("input", metavar="INPUT")
 @fetch_options
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes to fetch with, each owning a share of the hosts (use one "
+                   "per CPU core; the per-host limits hold as each host has one owner).")
 def fetch(input: str, **kw: Any) -> None:
     """Fetch every URL in INPUT (a file, one URL per line, or - for standard input).
 
@@ -314,6 +318,9 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     if state_path is not None and state_path.startswith(("postgresql://", "postgres://")):
         from shoal.store.postgres import PostgresStore
 
+        if config.workers > 1:
+            _fail("--workers shares one SQLite state file; with a PostgreSQL --db, start "
+                  "more shoal processes on the same --job instead")
         try:
             store = PostgresStore(state_path, name=kw.get("job") or _job_name(source, crawl))
         except UsageError as exc:
@@ -357,6 +364,9 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
             return EXIT_INTERRUPTED
         except StoreError as exc:
             _fail(str(exc))
+        except WorkerError as exc:
+            click.echo(f"shoal: error: {exc}", err=True)
+            return EXIT_FAILED
         except ShoalError as exc:
             _fail(str(exc))
         finally:

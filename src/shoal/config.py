@@ -53,6 +53,7 @@ class Config:
     adaptive: bool = True  # slow a host down when it answers 429/503
     block_private: bool = False  # the private-network guard (on in the service)
     allow_net: tuple[str, ...] = ()  # networks the guard lets through (CIDR)
+    workers: int = 1  # processes, each owning a share of the hosts (command line, fetch)
 
     def __post_init__(self) -> None:
         _check(1 <= self.concurrency <= 100_000, "--concurrency", "between 1 and 100000",
@@ -68,6 +69,7 @@ class Config:
                and "\r" not in self.user_agent, "--user-agent", "a non-empty single line",
                self.user_agent)
         _check(self.window >= 0, "window", ">= 0", self.window)
+        _check(1 <= self.workers <= 64, "--workers", "between 1 and 64", self.workers)
         from shoal.core.netguard import NetGuard
 
         NetGuard(self.allow_net)  # raises ConfigError naming --allow-net

@@ -45,6 +45,10 @@ class StoreError(ShoalError):
     """The state database cannot be used for this run."""
 
 
+class WorkerError(ShoalError):
+    """A ``--workers`` process failed; the state is saved and a rerun resumes (exit 1)."""
+
+
 class FetchError(ShoalError):
     """Fetching one URL failed; becomes the record's ``error``."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import BinaryIO
 
@@ -25,6 +26,7 @@ class Output:
         self.bytes = 0  # bytes of complete lines written
         self.lines_this_run = 0
         self._synced = 0.0
+        self._lock = threading.Lock()  # mark() on the loop never sees half an update
 
     @property
     def display(self) -> str:
@@ -54,8 +56,9 @@ class Output:
         data = b"".join(r for _, r in rows)
         self._fh.write(data)
         self._fh.flush()
-        self.bytes += len(data)
-        self.seq = rows[-1][0]
+        with self._lock:
+            self.bytes += len(data)
+            self.seq = rows[-1][0]
         self.lines_this_run += len(rows)
 
     def sync(self, *, at_most_every: float = 0.0) -> None:
@@ -72,7 +75,8 @@ class Output:
 
     def mark(self) -> dict[str, str]:
         """The bookkeeping to commit once ``sync`` has returned."""
-        return {"out_seq": str(self.seq), "out_bytes": str(self.bytes)}
+        with self._lock:
+            return {"out_seq": str(self.seq), "out_bytes": str(self.bytes)}
 
     def close(self) -> None:
         if self._fh is not None and self.path is not None:

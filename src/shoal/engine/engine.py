@@ -28,10 +28,11 @@ from shoal.core.scope import Scope
 from shoal.engine.lag import LagMonitor
 from shoal.engine.offload import Offload
 from shoal.engine.scheduler import Host, Job, Scheduler
+from shoal.engine.shards import Followers, Shard
 from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
-from shoal.errors import FetchError, StoreError
+from shoal.errors import FetchError, StoreError, WorkerError
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
 from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
@@ -39,6 +40,7 @@ from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
 LOAD_BATCH = 5_000
 WRITE_BATCH = 1_000
 WRITE_INTERVAL = 0.25
+TAIL_INTERVAL = 0.2  # --workers: how often the leader appends other processes' records
 RATE_WINDOW = 10.0  # seconds the "pages per second" figure looks back
 STOP_GRACE = 5.0  # seconds requests in flight may take to finish after SIGINT/SIGTERM
 
@@ -68,8 +70,23 @@ class Engine:
         on_records: Callable[[list[tuple[int, bytes]]], None] | None = None,
         progress: Callable[[Callable[[], Statistics]], Coroutine[Any, Any, None]] | None = None,
         fetcher: Fetcher | None = None,
+        shard: Shard | None = None,
     ) -> None:
+        self._run_config = config  # as given: what followers are started with
+        # --workers N: the leader (shard 0) loads the input and writes every process's
+        # records to the output; a follower (given its shard) only fetches its hosts.
+        self._follower = shard is not None
+        self._followers: Followers | None = None
+        if shard is None and config.workers > 1:
+            shard = Shard(0, config.workers)
+            self._followers = Followers()
+        self._shard = shard
+        if shard is not None:  # --concurrency is shared out between the processes
+            n, i = shard.count, shard.index
+            config = config.replace(concurrency=max(1, config.concurrency // n
+                                                    + (i < config.concurrency % n)))
         self.config = config
+        self._tailing = self._followers is not None  # the tail counts every record
         self.store = store
         self.output = output
         self.mode = "crawl" if crawl is not None else "fetch"
@@ -124,6 +141,8 @@ class Engine:
             return
         self._stop_requested = True
         self.sched.stop()
+        if self._followers is not None:
+            self._followers.stop()
         self._feeder_wakeup.set()
         if self._workers_task is not None:
             asyncio.get_running_loop().call_later(grace, self._cancel_workers)
@@ -172,22 +191,29 @@ class Engine:
         t0, d0 = samples[0]
         return (self._done - d0) / (now - t0) if now - t0 > 0.2 else 0.0
 
-    async def run(self, source: Source) -> RunResult:
-        """Load the input, fetch everything pending, write every record; then return."""
-        await self._check_meta(source)
+    async def run(self, source: Source | None) -> RunResult:
+        """Load the input, fetch everything pending, write every record; then return.
+
+        A follower (``shard`` given) has no source: the leader loads the input."""
+        if source is not None:
+            await self._check_meta(source)
         meta = await self.store.get_meta()
         if self.output is not None:
             out = self.output
             await self.store.in_thread(out.open, int(meta.get("out_seq", "0")),
                                        int(meta.get("out_bytes", "0")))
             await self._replay(out)
+        if self._followers is not None:
+            await self.store.set_meta({"input_done": "0"})  # followers wait for the loader
+            await self._followers.start(self._run_config, self.store.path, self.config.workers)
         total, done = await self.store.counts()
         self._known, self._done_before = total, done
         if self.crawl is not None and self.crawl.max_pages_per_host is not None:
             for key, n in (await self.store.done_by_host()).items():
                 self.sched.host(key).admitted = n
         self._known_at_start = total
-        await self.store.in_thread(source.start, int(meta.get("input_pos", "0")))
+        if source is not None:
+            await self.store.in_thread(source.start, int(meta.get("input_pos", "0")))
         self._started = time.monotonic()
         self._rate.append((self._started, 0))
 
@@ -200,7 +226,11 @@ class Engine:
                 if self._progress is not None:
                     monitors.append(tg.create_task(self._progress(self.statistics),
                                                    name="shoal-progress"))
-                loader = tg.create_task(self._load(source), name="shoal-loader")
+                helpers = []
+                if source is not None:
+                    helpers.append(tg.create_task(self._load(source), name="shoal-loader"))
+                if self._followers is not None:
+                    tail = tg.create_task(self._tail(), name="shoal-tail")
                 feeder = tg.create_task(self._feed(), name="shoal-feeder")
                 self._workers_task = tg.create_task(self._work(), name="shoal-workers")
                 writer = tg.create_task(self._write(), name="shoal-writer")
@@ -213,10 +243,21 @@ class Engine:
                 finally:
                     await self._results.put(None)  # the writer drains and stops
                 await writer
-                for t in (loader, feeder, *monitors):
+                if self._followers is not None:
+                    await self._followers.wait()  # they finish their hosts; tail goes on
+                    tail.cancel()
+                for t in (*helpers, feeder, *monitors):
                     t.cancel()
+            if self._followers is not None:
+                await self._tail_once()  # the last records any process committed
+                if (failed := self._followers.failed()) is not None:
+                    raise WorkerError(f"{failed}; the state is saved: re-run the same "
+                                     "command to resume")
         finally:
-            await self.store.in_thread(source.close)
+            if self._followers is not None:
+                await self._followers.close()
+            if source is not None:
+                await self.store.in_thread(source.close)
             self._offload.close()
             if self.output is not None:
                 await self.store.in_thread(self._close_output)
@@ -253,6 +294,11 @@ class Engine:
 
     def _sink(self, rows: list[tuple[int, bytes]]) -> None:
         """After a commit, on the store thread: append to the output, tell the library."""
+        if self._shard is not None:
+            return  # --workers: the leader's tail writes every process's records in order
+        self._deliver(rows)
+
+    def _deliver(self, rows: list[tuple[int, bytes]]) -> None:
         if self.output is not None:
             self.output.write(rows)
             self.output.sync(at_most_every=5.0)
@@ -277,11 +323,14 @@ class Engine:
                 meta.update(self.output.mark())
             written = await store.add(new, done, meta, self._sink)
             self._generation += 1
-            for _, line in written:  # invalid lines: records of this run, counted as such
-                self._errors[orjson.loads(line)["error"]["kind"]] += 1
-            self._done += len(written)
+            if not self._tailing:
+                for _, line in written:  # invalid lines: records of this run
+                    self._errors[orjson.loads(line)["error"]["kind"]] += 1
+                self._done += len(written)
             self._feeder_wakeup.set()
         if not self._stop_requested:
+            if self._followers is not None:
+                await store.set_meta({"input_done": "1"})
             self._input_done = True
             self._known, _ = await store.counts()
             self._feeder_wakeup.set()
@@ -322,12 +371,18 @@ class Engine:
                     sched.finish()
                     return
             elif sched.queued < window:
+                if self._follower and not self._input_done:
+                    meta = await store.get_meta()  # the leader's loader says when it is done
+                    self._input_done = meta.get("input_done") == "1"
                 # what was known before the query: rows added after it are not in its answer
                 input_done, generation = self._input_done, self._generation
                 rows = await store.next_pending(cursor, min(2_000, window - sched.queued), level)
                 if rows:
                     cursor = rows[-1].id
+                    shard = self._shard
                     for row in rows:
+                        if shard is not None and not shard.owns(row.host):
+                            continue  # another process's host
                         host = sched.host(row.host)
                         if row.id <= host.last_id:
                             continue  # already taken in by a refill
@@ -478,7 +533,8 @@ class Engine:
         if kind == SITEMAP:
             batch.append((url_id, None))
             return
-        self._count(record)
+        if not self._tailing:
+            self._count(record)
         batch.append((url_id, record.to_json()))
 
     async def _commit(self, batch: list[tuple[int, bytes | None]], found: list[NewUrl]
@@ -489,9 +545,38 @@ class Engine:
         if found:
             self._generation += 1
             self._known += added
-        self._done += sum(1 for _, line in batch if line is not None)
+        if not self._tailing:
+            self._done += sum(1 for _, line in batch if line is not None)
         self._uncommitted -= len(batch)
         self._feeder_wakeup.set()
+
+    # -- tail (--workers): every process's records -> output ------------------------------
+    async def _tail(self) -> None:
+        """Append what any process committed, in seq order; stop all if a follower died."""
+        assert self._followers is not None
+        while True:
+            await self._tail_once()
+            if self._followers.failed() is not None and not self._stop_requested:
+                self.request_stop(grace=0.0)
+            await asyncio.sleep(TAIL_INTERVAL)
+
+    async def _tail_once(self) -> None:
+        out = self.output
+        assert out is not None
+        wrote = False
+        while rows := await self.store.records_after(out.seq):
+            await self.store.in_thread(self._deliver, rows)
+            wrote = True
+            self._done += len(rows)
+            for _, line in rows:
+                rec = orjson.loads(line)
+                if rec["status"] is not None:
+                    self._status[f"{rec['status'] // 100}xx"] += 1
+                if rec["error"] is not None:
+                    self._errors[rec["error"]["kind"]] += 1
+                self._bytes += rec["bytes"] or 0
+        if wrote:
+            await self.store.set_meta(out.mark())
 
     def _count(self, record: Record) -> None:
         if record.status is not None:

@@ -41,6 +41,7 @@ _INSERT = (
 # [[seq, record, id], ...]: the records of finished URLs
 _DONE = ("UPDATE urls SET state = 2, seq = j.value->>0, record = CAST(j.value->>1 AS BLOB) "
          "FROM json_each(?) AS j WHERE urls.id = j.value->>2 AND urls.state = 0")
+_MAX_SEQ = "SELECT max(seq) FROM urls INDEXED BY urls_seq WHERE seq IS NOT NULL"
 _PENDING_COLUMNS = "json_group_array(json_array(id, url, host, depth, parent, kind))"
 
 
@@ -143,10 +144,8 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA cache_size=-16000")  # 16 MB page cache
             migrate(db, MIGRATIONS, self.path)
-            row = db.execute("SELECT max(seq) FROM urls WHERE seq IS NOT NULL").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot use state database {self.path}: {exc}") from exc
-        self._next_seq = (row[0] or 0) + 1
         self._db = db
 
     async def close(self) -> None:
@@ -182,6 +181,12 @@ class SqliteStore:
     def _tx(self) -> _Tx:
         return _Tx(self.db)
 
+    def _read_next_seq(self) -> None:
+        """Inside a write transaction: the next record seq. Read each time (one index
+        probe), because other processes (``--workers``) commit records to this file too."""
+        row = self.db.execute(_MAX_SEQ).fetchone()
+        self._next_seq = (row[0] or 0) + 1
+
     # -- frontier ---------------------------------------------------------------------------
     async def add(self, new: Sequence[NewUrl], done: Sequence[DoneUrl] = (),
                   meta: dict[str, str] | None = None, sink: Sink | None = None
@@ -200,6 +205,8 @@ class SqliteStore:
         with self._tx():
             if new:
                 db.execute(_INSERT, (_new_rows(new),))
+            if done:
+                self._read_next_seq()
             for d in done:
                 cur = db.execute("INSERT OR IGNORE INTO urls (url, host, state, seq, record) "
                                  "VALUES (?, '', 2, ?, ?)", (d.key, self._next_seq, d.record))
@@ -256,6 +263,7 @@ class SqliteStore:
         written: list[tuple[int, bytes]] = []
         inserted = 0
         with self._tx():
+            self._read_next_seq()
             first = self._next_seq
             updates = []
             for url_id, record in results:
