@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import StrMethodFormatter
 from report import TOOL_NAMES, TOOLS, aggregate
 
-COLOURS = {"shoal": "#1b7f5f", "shoal-w2": "#2fb38a", "plain": "#6b8fd6", "scrapy": "#d9822b", "crawlee": "#9b59b6"}
+COLOURS = {"shoal": "#1b7f5f", "shoal-w2": "#2fb38a", "plain": "#6b8fd6", "scrapy": "#d9822b",
+           "crawlee": "#9b59b6"}
 
 
 def main(argv: list[str]) -> int:
