@@ -38,6 +38,7 @@ from shoal.records import Record, utc_now_iso
 from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
 
 LOAD_BATCH = 5_000
+NORMALIZE_SLICE = 250  # input lines normalised between two turns of the loop
 WRITE_BATCH = 1_000
 WRITE_INTERVAL = 0.25
 TAIL_INTERVAL = 0.2  # --workers: how often the leader appends other processes' records
@@ -311,8 +312,15 @@ class Engine:
         crawl = self.mode == "crawl"
         sitemaps = self.crawl is not None and self.crawl.sitemaps
         while not self._stop_requested:
-            # reading and normalising run on a worker thread, off the loop
-            new, done, position = await asyncio.to_thread(_read_batch, source, crawl)
+            # reading blocks (a pipe may wait for its writer): a thread does it. Normalising
+            # is CPU work: on a thread it would contend for the GIL with the loop for the
+            # whole batch, so it runs here in small slices, the loop going round between.
+            lines, position = await asyncio.to_thread(_read_lines, source)
+            new: list[NewUrl] = []
+            done: list[DoneUrl] = []
+            for i in range(0, len(lines), NORMALIZE_SLICE):
+                _normalize_lines(lines[i:i + NORMALIZE_SLICE], crawl, new, done)
+                await asyncio.sleep(0)
             if not new and not done:
                 break
             if sitemaps:
@@ -586,16 +594,18 @@ class Engine:
         self._bytes += record.bytes
 
 
-def _read_batch(source: Source, crawl: bool) -> tuple[list[NewUrl], list[DoneUrl], int]:
-    """Read and normalise a batch of input lines (blocking): URLs for the frontier, records
-    for the invalid ones, and the input position after them."""
-    new: list[NewUrl] = []
-    done: list[DoneUrl] = []
-    for line in source.read(LOAD_BATCH):
+def _read_lines(source: Source) -> tuple[list[str], int]:
+    """A batch of input lines and the input position after them (blocking)."""
+    return source.read(LOAD_BATCH), source.position
+
+
+def _normalize_lines(lines: list[str], crawl: bool, new: list[NewUrl], done: list[DoneUrl]
+                     ) -> None:
+    """URLs for the frontier into ``new``, records for the invalid lines into ``done``."""
+    for line in lines:
         try:
             url = urls.normalize(line)
         except FetchError as exc:
             done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl).to_json()))
             continue
         new.append(NewUrl(url, urls.host_key(url)))
-    return new, done, source.position
