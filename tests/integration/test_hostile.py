@@ -362,6 +362,46 @@ BROKEN: dict[str, tuple[Callable[[], S.RawServer], str, str]] = {
 }
 
 
+def cut_body(coding: str, framing: Framing) -> S.RawServer:
+    """A compressed HTML page whose stream stops halfway, yet framed as a complete message."""
+    decoded = S.html_page("cut short", ["/a"]).encode() + bytes(i % 251 for i in range(4000))
+    wire = S.encode_body(decoded, cast(S.Coding, coding))
+    wire = wire[:len(wire) // 2]
+    label = "deflate" if coding == "deflate-raw" else coding
+    headers = [("Content-Type", "text/html"), ("Content-Encoding", label)]
+    if framing == "cl":
+        headers.append(("Content-Length", str(len(wire))))
+    elif framing == "chunked":
+        headers.append(("Transfer-Encoding", "chunked"))
+        wire = b"%x\r\n%s\r\n0\r\n\r\n" % (len(wire), wire)
+    return S.scripted(S.http_head("HTTP/1.1 200 OK", headers) + wire, name=f"cut[{framing}]")
+
+
+@pytest.mark.parametrize(("coding", "framing"), [
+    pytest.param(coding, framing, id=f"{coding}-{framing}")
+    for coding in ("gzip", "deflate", "deflate-raw", "br")
+    for framing in ("cl", "chunked", "close")
+])
+async def test_a_compressed_stream_cut_short_is_protocol_not_a_truncated_200(
+        coding: str, framing: Framing) -> None:
+    async with cut_body(coding, framing) as srv:
+        r = await fetch_one(srv.url("/page"), timeout=5)
+    assert kind(r) == "protocol" and "truncated" in message(r), r
+    assert r.status is None and r.bytes == 0 and r.sha256 is None and r.title is None
+    assert r.attempts == 2  # a broken response is retried
+    assert srv.log.paths() == ["/page", "/page"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_an_empty_body_labelled_compressed_is_an_empty_page(coding: str) -> None:
+    head = S.http_head("HTTP/1.1 200 OK", [("Content-Type", "text/html"),
+                                           ("Content-Encoding", coding),
+                                           ("Content-Length", "0")])
+    async with S.scripted(head) as srv:
+        r = await fetch_one(srv.url("/page"))
+    assert r.status == 200 and r.error is None and r.bytes == 0 and r.attempts == 1
+
+
 @pytest.mark.parametrize("name", list(BROKEN))
 async def test_broken_server_is_a_clean_error_record(name: str) -> None:
     factory, want_kind, phrase = BROKEN[name]
