@@ -355,6 +355,8 @@ BROKEN: dict[str, tuple[Callable[[], S.RawServer], str, str]] = {
     "short-body": (S.short_body, "protocol", "broken body"),
     "truncated-chunked": (S.truncated_chunked, "protocol", "broken body"),
     "reset-mid-body": (S.reset_mid_body, "protocol", "broken body"),
+    "reset-mid-close-delimited-body": (S.reset_mid_close_delimited_body, "protocol",
+                                       "broken body"),
     "huge-header-line": (lambda: S.huge_headers("long"), "protocol", "malformed"),
     "too-many-headers": (lambda: S.huge_headers("many"), "protocol", "malformed"),
     "close-immediately": (S.close_immediately, "connect", "closed"),
