@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 from collections import Counter
@@ -227,6 +228,32 @@ async def test_second_sigint_stops_at_once_with_state_consistent(tmp_path: Path,
         assert "Traceback" not in err.decode()
     assert not tmp_out.exists() or read_records(tmp_out) == []
     assert Path(str(tmp_out) + ".state.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_before_the_run_starts_exits_130_without_a_traceback(
+        tmp_path: Path, tmp_out: Path, sig: signal.Signals) -> None:
+    # A FIFO as input holds shoal in open() until a writer comes: started, run not begun.
+    fifo = tmp_path / "urls.fifo"
+    os.mkfifo(fifo)
+    proc = await _start(["fetch", str(fifo), "-o", str(tmp_out), "-q"])
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    try:
+        for _ in range(1000):  # 10 s at most
+            if wchan.exists() and wchan.read_text() == "wait_for_partner":
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.skip("this kernel does not show where a process waits (/proc/PID/wchan)")
+        proc.send_signal(sig)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert len(err.decode().strip().splitlines()) == 1, err.decode()
 
 
 async def test_empty_input_says_there_is_nothing_to_fetch(tmp_path: Path, tmp_out: Path) -> None:
