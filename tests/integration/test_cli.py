@@ -65,6 +65,49 @@ async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
     assert "shoal" in run.stderr
 
 
+async def test_stdin_still_open_is_fetched_as_it_comes_and_sigint_exits(
+        tmp_path: Path, tmp_out: Path) -> None:
+    # a producer that writes a few URLs and keeps the pipe open (tail -f, a generator)
+    async with site(pages(3)) as srv:
+        proc = await asyncio.create_subprocess_exec(
+            *shoal_cmd("fetch", "-", "-o", str(tmp_out), "-q"), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write("".join(srv.url(f"/p/{i}") + "\n" for i in range(2)).encode())
+            await proc.stdin.drain()
+            await _wait_for_lines(tmp_out, 2, proc)  # not held back for more input
+            assert tmp_out.exists() and len(read_records(tmp_out)) == 2
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 15)  # not stuck reading
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 130, err.decode()
+        assert "Traceback" not in err.decode()
+        # the same input again (the pipe's lines read before are skipped): one more URL
+        data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3)).encode()
+        run = await run_shoal("fetch", "-", "-o", str(tmp_out), "-q", stdin=data)
+        assert run.code == 0, run.stderr
+    assert sorted(r["url"] for r in read_records(tmp_out)) == [srv.url(f"/p/{i}")
+                                                               for i in range(3)]
+
+
+async def test_a_named_pipe_or_process_substitution_is_read_as_input(
+        tmp_path: Path, tmp_out: Path) -> None:
+    fifo = tmp_path / "urls.fifo"  # what `shoal fetch <(make-urls)` hands over: a pipe
+    os.mkfifo(fifo)
+    async with site(pages(3)) as srv:
+        data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3))
+        writer = asyncio.create_task(asyncio.to_thread(fifo.write_text, data))
+        run = await run_shoal("fetch", str(fifo), "-o", str(tmp_out), "-q")
+        await asyncio.wait_for(writer, 10)
+    assert run.code == 0, run.stderr
+    assert sorted(r["url"] for r in read_records(tmp_out)) == [srv.url(f"/p/{i}")
+                                                               for i in range(3)]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--concurrency", "0"], "--concurrency must be between 1 and 100000, got 0"),
     (["--per-host", "-1"], "--per-host"),
