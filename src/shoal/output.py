@@ -14,6 +14,8 @@ import sys
 import time
 from typing import BinaryIO
 
+from shoal.errors import UsageError
+
 
 class Output:
     """Appends record lines to a file (resumable) or to standard output (streamed)."""
@@ -36,13 +38,20 @@ class Output:
             self._fh = sys.stdout.buffer
             self.seq, self.bytes = seq, size
             return
-        fh = open(self.path, "r+b" if os.path.exists(self.path) else "w+b")  # noqa: SIM115
-        actual = fh.seek(0, os.SEEK_END)
-        if actual < size:
-            # The file was cut or replaced since: rebuild it from the database.
-            seq, size = 0, 0
-        fh.truncate(size)
-        fh.seek(size)
+        try:
+            fh = open(self.path, "r+b" if os.path.exists(self.path) else "w+b")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write output {self.path!r}: {exc.strerror or exc}") from exc
+        try:
+            actual = fh.seek(0, os.SEEK_END)
+            if actual < size:
+                # The file was cut or replaced since: rebuild it from the database.
+                seq, size = 0, 0
+            fh.truncate(size)
+            fh.seek(size)
+        except OSError as exc:
+            fh.close()
+            raise UsageError(f"cannot write output {self.path!r}: {exc.strerror or exc}") from exc
         self._fh = fh
         self.seq, self.bytes = seq, size
 

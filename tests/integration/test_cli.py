@@ -126,6 +126,28 @@ async def test_usage_errors_exit_2_with_one_clear_line(tmp_path: Path, args: lis
     assert "Traceback" not in run.stderr and run.stdout == ""
 
 
+@pytest.mark.parametrize("case", ["state-under-a-file", "state-is-a-directory", "output-device"])
+async def test_unusable_state_or_output_path_exits_2_with_one_line(tmp_path: Path,
+                                                                   case: str) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    args = {
+        "state-under-a-file": ["-o", str(tmp_path / "o.jsonl"),
+                               "--state", str(tmp_path / "a-file" / "sub" / "s.db")],
+        "state-is-a-directory": ["-o", str(tmp_path / "o.jsonl"), "--fresh",
+                                 "--state", str(tmp_path / "a-dir")],
+        "output-device": ["-o", "/dev/full", "--state", str(tmp_path / "s.db")],
+    }[case]
+    if case == "output-device" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    run = await run_shoal("fetch", str(inp), "-q", *args)
+    assert run.code == 2, run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, \
+        run.stderr
+    assert "cannot" in run.stderr
+
+
 async def test_unreadable_input_exits_2(tmp_path: Path) -> None:
     run = await run_shoal("fetch", str(tmp_path / "missing.txt"))
     assert run.code == 2
