@@ -773,3 +773,31 @@ async def test_break_and_rerun_yield_each_url_once(tmp_path: Path) -> None:
     seen = [r.url for r in first + second]
     assert sorted(seen) == sorted(urls), f"first {len(first)}, second {len(second)}"
     assert all(r.status == 200 for r in first + second)
+
+
+async def test_break_without_closing_then_rerun_at_once_yields_each_url_once(
+        tmp_path: Path) -> None:
+    # The plain `async for ...: break` leaves the generator to the garbage collector, which
+    # closes it on a later turn of the loop: the next run on the same state must wait for it.
+    async def slowish(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return await page_handler(request)
+
+    async with S.site({f"/p/{i}": slowish for i in range(40)}) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(40)]
+        cfg = config(per_host=4, concurrency=4)
+        seen: list[str] = []
+        async with shoal.Crawler(cfg, state=tmp_path / "s.db") as crawler:
+            async for record in crawler.fetch(urls):
+                seen.append(record.url)
+                if len(seen) == 3:
+                    break
+            async for record in crawler.fetch(urls):  # at once, same state
+                seen.append(record.url)
+                if len(seen) == 10:
+                    break
+        assert shoal_tasks() == []  # leaving the Crawler finished every run it started
+        async with shoal.Crawler(cfg, state=tmp_path / "s.db") as crawler:
+            seen += [r.url async for r in crawler.fetch(urls)]
+    assert sorted(seen) == sorted(urls), f"{len(seen)} records for {len(urls)} URLs"
+    assert srv.log.count(path_prefix="/p/") <= len(urls) + 2 * cfg.concurrency
