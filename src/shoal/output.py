@@ -23,10 +23,20 @@ class Output:
     def __init__(self, path: str | None) -> None:
         self.path = path  # None: standard output
         self._fh: BinaryIO | None = None
-        self.seq = 0  # last record seq written
-        self.bytes = 0  # bytes of complete lines written
+        # (last record seq written, bytes of complete lines written), replaced as one
+        # object: the event loop reads it while the store's thread writes
+        self._at = (0, 0)
         self.lines_this_run = 0
         self._synced = 0.0
+
+    @property
+    def seq(self) -> int:
+        return self._at[0]
+
+    @property
+    def size(self) -> int:
+        """Bytes of complete lines written."""
+        return self._at[1]
 
     @property
     def display(self) -> str:
@@ -36,7 +46,7 @@ class Output:
         """Open for appending after record ``seq`` ending at byte ``size`` (blocking)."""
         if self.path is None:
             self._fh = sys.stdout.buffer
-            self.seq, self.bytes = seq, size
+            self._at = (seq, size)
             return
         try:
             fh = open(self.path, "r+b" if os.path.exists(self.path) else "w+b")  # noqa: SIM115
@@ -53,7 +63,7 @@ class Output:
             fh.close()
             raise UsageError(f"cannot write output {self.path!r}: {exc.strerror or exc}") from exc
         self._fh = fh
-        self.seq, self.bytes = seq, size
+        self._at = (seq, size)
 
     def write(self, rows: list[tuple[int, bytes]]) -> None:
         """Append records (seq, line) in order (blocking)."""
@@ -63,8 +73,7 @@ class Output:
         data = b"".join(r for _, r in rows)
         self._fh.write(data)
         self._fh.flush()
-        self.bytes += len(data)
-        self.seq = rows[-1][0]
+        self._at = (rows[-1][0], self._at[1] + len(data))
         self.lines_this_run += len(rows)
 
     def sync(self, *, at_most_every: float = 0.0) -> None:
@@ -80,8 +89,9 @@ class Output:
             self._synced = now
 
     def mark(self) -> dict[str, str]:
-        """The bookkeeping to commit once ``sync`` has returned."""
-        return {"out_seq": str(self.seq), "out_bytes": str(self.bytes)}
+        """The bookkeeping to commit once ``sync`` has returned (safe from any thread)."""
+        seq, size = self._at  # one read: never a seq of one write with the size of another
+        return {"out_seq": str(seq), "out_bytes": str(size)}
 
     def close(self) -> None:
         if self._fh is not None and self.path is not None:
