@@ -1039,6 +1039,13 @@ def reset_mid_body() -> RawServer:
     return scripted(head + b"<html>" + b"x" * 94, then="reset", name="reset_mid_body")
 
 
+def reset_mid_close_delimited_body() -> RawServer:
+    """No Content-Length nor chunking (the body ends at close), 100 bytes, then RST, not FIN."""
+    head = http_head(_OK, [_HTML])
+    return scripted(head + b"<html>" + b"x" * 94, then="reset",
+                    name="reset_mid_close_delimited_body")
+
+
 def huge_headers(kind: Literal["long", "many"] = "long") -> RawServer:
     """200 with one 100 KB header line (``long``) or 10,000 header lines (``many``)."""
     if kind == "long":

@@ -1,3 +1,14 @@
-from shoal.cli import main
+"""``python -m shoal`` and the ``shoal`` command."""
 
-main()
+from shoal._signals import exit_on_signals
+
+
+def main() -> None:
+    exit_on_signals()  # before the imports below: a Ctrl-C while starting exits 130 too
+    from shoal.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

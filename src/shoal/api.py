@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterable, Sequence
+import types
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp.abc import AbstractResolver
@@ -27,6 +30,24 @@ from shoal.store.sqlite import SqliteStore
 
 _DELIVERED = "api_delivered_seq"  # meta: the last record seq handed to the consumer
 _BACKLOG = 8  # committed batches that may wait for the consumer before the engine slows
+
+
+class _Run:
+    """One call's generator, as far as the Crawler must know: started, and finished."""
+
+    def __init__(self) -> None:
+        self.gen: weakref.ref[types.AsyncGeneratorType[Record, None]] | None = None
+        self.started = False
+        self.done = asyncio.Event()  # its state is saved and its store closed
+
+    async def settle(self) -> None:
+        """Stop this run if its consumer left it suspended, and wait until it is saved."""
+        if not self.started:
+            return
+        gen = self.gen() if self.gen is not None else None
+        if gen is not None and gen.ag_frame is not None and not gen.ag_running:
+            await gen.aclose()  # suspended at a record nobody asks for: stop it now
+        await self.done.wait()  # collected (its close is on its way) or closing elsewhere
 
 
 class Crawler:
@@ -54,12 +75,17 @@ class Crawler:
         self._output = None if output is None else str(output)
         self.last_result: RunResult | None = None
         self._temp: tempfile.TemporaryDirectory[str] | None = None
+        self._runs: list[_Run] = []  # calls not yet finished
 
     async def __aenter__(self) -> Crawler:
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
+        # A loop left with `break` leaves its generator to the garbage collector, which
+        # closes it on a later turn of the event loop: finish every run here, state saved.
+        for run in list(self._runs):
+            await run.settle()
         if self._temp is not None:
             self._temp.cleanup()
             self._temp = None
@@ -78,7 +104,7 @@ class Crawler:
         Breaking out of the loop or cancelling the consuming task stops the engine
         cleanly: requests in flight return to pending and the state is saved.
         """
-        return self._run(urls, name=name, fresh=fresh, crawl=None)
+        return self._start(urls, name=name, fresh=fresh, crawl=None)
 
     def crawl(self, seeds: Iterable[str], *, max_pages: int | None = None,
               max_depth: int | None = None, scope: str = "host", include: Sequence[str] = (),
@@ -94,10 +120,40 @@ class Crawler:
         options = CrawlOptions(max_pages=max_pages, max_depth=max_depth, scope=scope,
                                include=tuple(include), exclude=tuple(exclude),
                                sitemaps=sitemaps, max_pages_per_host=max_pages_per_host)
-        return self._run(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options)
+        return self._start(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options)
 
-    async def _run(self, urls: Iterable[str], *, name: str, fresh: bool,
-                   crawl: CrawlOptions | None) -> AsyncIterator[Record]:
+    def _start(self, urls: Iterable[str], *, name: str, fresh: bool,
+               crawl: CrawlOptions | None) -> AsyncIterator[Record]:
+        # forget calls whose generator was dropped without ever being iterated
+        self._runs = [r for r in self._runs
+                      if r.started or (r.gen is not None and r.gen() is not None)]
+        run = _Run()
+        gen = self._run(run, urls, name=name, fresh=fresh, crawl=crawl)
+        run.gen = weakref.ref(cast(types.AsyncGeneratorType[Record, None], gen))
+        self._runs.append(run)
+        return gen
+
+    async def _run(self, run: _Run, urls: Iterable[str], *, name: str, fresh: bool,
+                   crawl: CrawlOptions | None) -> AsyncGenerator[Record, None]:
+        run.started = True
+        try:
+            if self._state is not None:
+                # one run at a time on a state: an earlier one the consumer left (break)
+                # may still be stopping; it must have saved what it delivered first
+                for other in list(self._runs):
+                    if other is not run:
+                        await other.settle()
+            # closed here, not left to the garbage collector like the generator we are
+            stream = self._run_engine(urls, name=name, fresh=fresh, crawl=crawl)
+            async with contextlib.aclosing(stream):
+                async for record in stream:
+                    yield record
+        finally:
+            run.done.set()
+            self._runs.remove(run)
+
+    async def _run_engine(self, urls: Iterable[str], *, name: str, fresh: bool,
+                          crawl: CrawlOptions | None) -> AsyncGenerator[Record, None]:
         store = self._store()
         output = Output(self._output) if self._output is not None else None
         loop = asyncio.get_running_loop()

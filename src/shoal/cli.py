@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from shoal import __version__
+from shoal._signals import exit_on_signals
 from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
 from shoal.errors import ShoalError, StoreError, UsageError, WorkerError
 
@@ -372,6 +373,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            exit_on_signals()  # what asyncio put back would print a traceback
             await store.close()
     finally:
         if temp_dir is not None:
@@ -465,6 +467,7 @@ def token_list(db: str) -> None:
 
 def main() -> None:
     """Console entry point: click's usage errors become one line and exit 2."""
+    exit_on_signals()
     try:
         code = cli.main(prog_name="shoal", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # `shoal`, `shoal token`: just help

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from typing import BinaryIO
+
+from shoal.errors import UsageError
 
 
 class Output:
@@ -22,11 +23,20 @@ class Output:
     def __init__(self, path: str | None) -> None:
         self.path = path  # None: standard output
         self._fh: BinaryIO | None = None
-        self.seq = 0  # last record seq written
-        self.bytes = 0  # bytes of complete lines written
+        # (last record seq written, bytes of complete lines written), replaced as one
+        # object: the event loop reads it while the store's thread writes
+        self._at = (0, 0)
         self.lines_this_run = 0
         self._synced = 0.0
-        self._lock = threading.Lock()  # mark() on the loop never sees half an update
+
+    @property
+    def seq(self) -> int:
+        return self._at[0]
+
+    @property
+    def size(self) -> int:
+        """Bytes of complete lines written."""
+        return self._at[1]
 
     @property
     def display(self) -> str:
@@ -36,17 +46,24 @@ class Output:
         """Open for appending after record ``seq`` ending at byte ``size`` (blocking)."""
         if self.path is None:
             self._fh = sys.stdout.buffer
-            self.seq, self.bytes = seq, size
+            self._at = (seq, size)
             return
-        fh = open(self.path, "r+b" if os.path.exists(self.path) else "w+b")  # noqa: SIM115
-        actual = fh.seek(0, os.SEEK_END)
-        if actual < size:
-            # The file was cut or replaced since: rebuild it from the database.
-            seq, size = 0, 0
-        fh.truncate(size)
-        fh.seek(size)
+        try:
+            fh = open(self.path, "r+b" if os.path.exists(self.path) else "w+b")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write output {self.path!r}: {exc.strerror or exc}") from exc
+        try:
+            actual = fh.seek(0, os.SEEK_END)
+            if actual < size:
+                # The file was cut or replaced since: rebuild it from the database.
+                seq, size = 0, 0
+            fh.truncate(size)
+            fh.seek(size)
+        except OSError as exc:
+            fh.close()
+            raise UsageError(f"cannot write output {self.path!r}: {exc.strerror or exc}") from exc
         self._fh = fh
-        self.seq, self.bytes = seq, size
+        self._at = (seq, size)
 
     def write(self, rows: list[tuple[int, bytes]]) -> None:
         """Append records (seq, line) in order (blocking)."""
@@ -56,9 +73,7 @@ class Output:
         data = b"".join(r for _, r in rows)
         self._fh.write(data)
         self._fh.flush()
-        with self._lock:
-            self.bytes += len(data)
-            self.seq = rows[-1][0]
+        self._at = (rows[-1][0], self._at[1] + len(data))
         self.lines_this_run += len(rows)
 
     def sync(self, *, at_most_every: float = 0.0) -> None:
@@ -74,9 +89,9 @@ class Output:
             self._synced = now
 
     def mark(self) -> dict[str, str]:
-        """The bookkeeping to commit once ``sync`` has returned."""
-        with self._lock:
-            return {"out_seq": str(self.seq), "out_bytes": str(self.bytes)}
+        """The bookkeeping to commit once ``sync`` has returned (safe from any thread)."""
+        seq, size = self._at  # one read: never a seq of one write with the size of another
+        return {"out_seq": str(seq), "out_bytes": str(size)}
 
     def close(self) -> None:
         if self._fh is not None and self.path is not None:

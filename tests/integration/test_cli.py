@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 from collections import Counter
@@ -64,6 +65,49 @@ async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
     assert "shoal" in run.stderr
 
 
+async def test_stdin_still_open_is_fetched_as_it_comes_and_sigint_exits(
+        tmp_path: Path, tmp_out: Path) -> None:
+    # a producer that writes a few URLs and keeps the pipe open (tail -f, a generator)
+    async with site(pages(3)) as srv:
+        proc = await asyncio.create_subprocess_exec(
+            *shoal_cmd("fetch", "-", "-o", str(tmp_out), "-q"), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write("".join(srv.url(f"/p/{i}") + "\n" for i in range(2)).encode())
+            await proc.stdin.drain()
+            await _wait_for_lines(tmp_out, 2, proc)  # not held back for more input
+            assert tmp_out.exists() and len(read_records(tmp_out)) == 2
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 15)  # not stuck reading
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 130, err.decode()
+        assert "Traceback" not in err.decode()
+        # the same input again (the pipe's lines read before are skipped): one more URL
+        data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3)).encode()
+        run = await run_shoal("fetch", "-", "-o", str(tmp_out), "-q", stdin=data)
+        assert run.code == 0, run.stderr
+    assert sorted(r["url"] for r in read_records(tmp_out)) == [srv.url(f"/p/{i}")
+                                                               for i in range(3)]
+
+
+async def test_a_named_pipe_or_process_substitution_is_read_as_input(
+        tmp_path: Path, tmp_out: Path) -> None:
+    fifo = tmp_path / "urls.fifo"  # what `shoal fetch <(make-urls)` hands over: a pipe
+    os.mkfifo(fifo)
+    async with site(pages(3)) as srv:
+        data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3))
+        writer = asyncio.create_task(asyncio.to_thread(fifo.write_text, data))
+        run = await run_shoal("fetch", str(fifo), "-o", str(tmp_out), "-q")
+        await asyncio.wait_for(writer, 10)
+    assert run.code == 0, run.stderr
+    assert sorted(r["url"] for r in read_records(tmp_out)) == [srv.url(f"/p/{i}")
+                                                               for i in range(3)]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--concurrency", "0"], "--concurrency must be between 1 and 100000, got 0"),
     (["--per-host", "-1"], "--per-host"),
@@ -80,6 +124,28 @@ async def test_usage_errors_exit_2_with_one_clear_line(tmp_path: Path, args: lis
     assert message in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert "Traceback" not in run.stderr and run.stdout == ""
+
+
+@pytest.mark.parametrize("case", ["state-under-a-file", "state-is-a-directory", "output-device"])
+async def test_unusable_state_or_output_path_exits_2_with_one_line(tmp_path: Path,
+                                                                   case: str) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    args = {
+        "state-under-a-file": ["-o", str(tmp_path / "o.jsonl"),
+                               "--state", str(tmp_path / "a-file" / "sub" / "s.db")],
+        "state-is-a-directory": ["-o", str(tmp_path / "o.jsonl"), "--fresh",
+                                 "--state", str(tmp_path / "a-dir")],
+        "output-device": ["-o", "/dev/full", "--state", str(tmp_path / "s.db")],
+    }[case]
+    if case == "output-device" and not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    run = await run_shoal("fetch", str(inp), "-q", *args)
+    assert run.code == 2, run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, \
+        run.stderr
+    assert "cannot" in run.stderr
 
 
 async def test_unreadable_input_exits_2(tmp_path: Path) -> None:
@@ -227,6 +293,32 @@ async def test_second_sigint_stops_at_once_with_state_consistent(tmp_path: Path,
         assert "Traceback" not in err.decode()
     assert not tmp_out.exists() or read_records(tmp_out) == []
     assert Path(str(tmp_out) + ".state.db").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_before_the_run_starts_exits_130_without_a_traceback(
+        tmp_path: Path, tmp_out: Path, sig: signal.Signals) -> None:
+    # A FIFO as input holds shoal in open() until a writer comes: started, run not begun.
+    fifo = tmp_path / "urls.fifo"
+    os.mkfifo(fifo)
+    proc = await _start(["fetch", str(fifo), "-o", str(tmp_out), "-q"])
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    try:
+        for _ in range(1000):  # 10 s at most
+            if wchan.exists() and wchan.read_text() == "wait_for_partner":
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.skip("this kernel does not show where a process waits (/proc/PID/wchan)")
+        proc.send_signal(sig)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+    assert len(err.decode().strip().splitlines()) == 1, err.decode()
 
 
 async def test_empty_input_says_there_is_nothing_to_fetch(tmp_path: Path, tmp_out: Path) -> None:

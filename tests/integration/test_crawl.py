@@ -470,6 +470,20 @@ async def test_max_pages_is_exact_with_requests_in_flight(max_pages: int) -> Non
     assert all(r.status == 200 for r in recs)
 
 
+async def test_max_pages_counts_the_records_of_invalid_seeds_too() -> None:
+    # "--max-pages N: N records in all": an invalid seed's record is one of them, in the
+    # first run as in a resumed one
+    graph = tree_graph(100, seed=24)
+    async with site(graph.routes()) as srv:
+        seeds = [*(srv.url(f"/g/{s}") for s in graph.seeds), "not a url", "ftp://x/y"]
+        recs = await crawl_records(seeds, max_pages=5)
+        requests = page_requests(srv)
+    assert len(recs) == 5 and len({r.url for r in recs}) == 5
+    kinds = sorted(str(r.error.kind) for r in recs if r.error is not None)
+    assert kinds == ["invalid_url", "unsupported_scheme"]
+    assert sum(requests.values()) == 3
+
+
 async def test_max_pages_above_the_reachable_count_gets_everything() -> None:
     graph = tree_graph(120, seed=22)
     async with site(graph.routes()) as srv:

@@ -355,11 +355,53 @@ BROKEN: dict[str, tuple[Callable[[], S.RawServer], str, str]] = {
     "short-body": (S.short_body, "protocol", "broken body"),
     "truncated-chunked": (S.truncated_chunked, "protocol", "broken body"),
     "reset-mid-body": (S.reset_mid_body, "protocol", "broken body"),
+    "reset-mid-close-delimited-body": (S.reset_mid_close_delimited_body, "protocol",
+                                       "broken body"),
     "huge-header-line": (lambda: S.huge_headers("long"), "protocol", "malformed"),
     "too-many-headers": (lambda: S.huge_headers("many"), "protocol", "malformed"),
     "close-immediately": (S.close_immediately, "connect", "closed"),
     "reset-immediately": (lambda: S.close_immediately(reset=True), "connect", "reset"),
 }
+
+
+def cut_body(coding: str, framing: Framing) -> S.RawServer:
+    """A compressed HTML page whose stream stops halfway, yet framed as a complete message."""
+    decoded = S.html_page("cut short", ["/a"]).encode() + bytes(i % 251 for i in range(4000))
+    wire = S.encode_body(decoded, cast(S.Coding, coding))
+    wire = wire[:len(wire) // 2]
+    label = "deflate" if coding == "deflate-raw" else coding
+    headers = [("Content-Type", "text/html"), ("Content-Encoding", label)]
+    if framing == "cl":
+        headers.append(("Content-Length", str(len(wire))))
+    elif framing == "chunked":
+        headers.append(("Transfer-Encoding", "chunked"))
+        wire = b"%x\r\n%s\r\n0\r\n\r\n" % (len(wire), wire)
+    return S.scripted(S.http_head("HTTP/1.1 200 OK", headers) + wire, name=f"cut[{framing}]")
+
+
+@pytest.mark.parametrize(("coding", "framing"), [
+    pytest.param(coding, framing, id=f"{coding}-{framing}")
+    for coding in ("gzip", "deflate", "deflate-raw", "br")
+    for framing in ("cl", "chunked", "close")
+])
+async def test_a_compressed_stream_cut_short_is_protocol_not_a_truncated_200(
+        coding: str, framing: Framing) -> None:
+    async with cut_body(coding, framing) as srv:
+        r = await fetch_one(srv.url("/page"), timeout=5)
+    assert kind(r) == "protocol" and "truncated" in message(r), r
+    assert r.status is None and r.bytes == 0 and r.sha256 is None and r.title is None
+    assert r.attempts == 2  # a broken response is retried
+    assert srv.log.paths() == ["/page", "/page"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+async def test_an_empty_body_labelled_compressed_is_an_empty_page(coding: str) -> None:
+    head = S.http_head("HTTP/1.1 200 OK", [("Content-Type", "text/html"),
+                                           ("Content-Encoding", coding),
+                                           ("Content-Length", "0")])
+    async with S.scripted(head) as srv:
+        r = await fetch_one(srv.url("/page"))
+    assert r.status == 200 and r.error is None and r.bytes == 0 and r.attempts == 1
 
 
 @pytest.mark.parametrize("name", list(BROKEN))
@@ -731,3 +773,31 @@ async def test_break_and_rerun_yield_each_url_once(tmp_path: Path) -> None:
     seen = [r.url for r in first + second]
     assert sorted(seen) == sorted(urls), f"first {len(first)}, second {len(second)}"
     assert all(r.status == 200 for r in first + second)
+
+
+async def test_break_without_closing_then_rerun_at_once_yields_each_url_once(
+        tmp_path: Path) -> None:
+    # The plain `async for ...: break` leaves the generator to the garbage collector, which
+    # closes it on a later turn of the loop: the next run on the same state must wait for it.
+    async def slowish(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return await page_handler(request)
+
+    async with S.site({f"/p/{i}": slowish for i in range(40)}) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(40)]
+        cfg = config(per_host=4, concurrency=4)
+        seen: list[str] = []
+        async with shoal.Crawler(cfg, state=tmp_path / "s.db") as crawler:
+            async for record in crawler.fetch(urls):
+                seen.append(record.url)
+                if len(seen) == 3:
+                    break
+            async for record in crawler.fetch(urls):  # at once, same state
+                seen.append(record.url)
+                if len(seen) == 10:
+                    break
+        assert shoal_tasks() == []  # leaving the Crawler finished every run it started
+        async with shoal.Crawler(cfg, state=tmp_path / "s.db") as crawler:
+            seen += [r.url async for r in crawler.fetch(urls)]
+    assert sorted(seen) == sorted(urls), f"{len(seen)} records for {len(urls)} URLs"
+    assert srv.log.count(path_prefix="/p/") <= len(urls) + 2 * cfg.concurrency

@@ -21,13 +21,21 @@ class Overflow(Exception):
         self.partial = partial
 
 
+class Truncated(Exception):
+    """The compressed stream stopped before its end: the body is cut short."""
+
+    def __init__(self, coding: str) -> None:
+        super().__init__(f"the {coding} stream ends before its end marker (truncated body)")
+
+
 class Decoder(Protocol):
     def feed(self, data: bytes, room: int) -> bytes:
         """Decode ``data``; raise Overflow if the output would pass ``room`` bytes."""
         ...
 
     def finish(self, room: int) -> bytes:
-        """Whatever is still buffered at the end of the body."""
+        """Whatever is still buffered at the end of the body; raise Truncated if the
+        compressed stream did not reach its end."""
         ...
 
 
@@ -50,9 +58,11 @@ class Zlib:
         self._wbits = 31 if gzip else 15
         self._d = zlib.decompressobj(self._wbits)
         self._started = False
+        self._fed = False  # an empty body is empty, not a truncated stream
 
     def feed(self, data: bytes, room: int) -> bytes:
         out: list[bytes] = []
+        self._fed = self._fed or bool(data)
         while data:
             try:
                 chunk = self._d.decompress(data, room + 1)
@@ -79,14 +89,18 @@ class Zlib:
         rest = self._d.flush(room + 1)
         if len(rest) > room:
             raise Overflow(rest[:room])
+        if self._fed and not self._d.eof:
+            raise Truncated("gzip" if self._gzip else "deflate")
         return rest
 
 
 class Brotli:
     def __init__(self) -> None:
         self._d = brotli.Decompressor()
+        self._fed = False
 
     def feed(self, data: bytes, room: int) -> bytes:
+        self._fed = self._fed or bool(data)
         out = self._d.process(data, output_buffer_limit=room + 1)
         total = len(out)
         parts = [out]
@@ -101,6 +115,8 @@ class Brotli:
         return b"".join(parts)
 
     def finish(self, room: int) -> bytes:
+        if self._fed and not self._d.is_finished():
+            raise Truncated("brotli")
         return b""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace, TracebackType
@@ -45,6 +46,37 @@ class Response:
         return self.headers.get("Content-Type")
 
 
+class _ClientResponse(aiohttp.ClientResponse):
+    """Remembers how the connection ended: a body that ends at connection close is only
+    complete when the close was clean (FIN), not a reset."""
+
+    lost: asyncio.Future[None] | None = None
+
+    async def start(self, connection: Any) -> aiohttp.ClientResponse:
+        proto = connection.protocol
+        if proto is not None and self.lost is None:
+            # taken before any answer is read, so connection_lost cannot have come yet
+            self.lost = proto.closed
+            if self.lost is not None and self.lost not in _WATCHED:
+                _WATCHED.add(self.lost)  # once per connection, however often it is reused
+                self.lost.add_done_callback(_retrieve)
+        return await super().start(connection)
+
+    def reset_at_end(self) -> bool:
+        """True when the connection was torn down with an error (e.g. ECONNRESET)."""
+        lost = self.lost
+        return (lost is not None and lost.done() and not lost.cancelled()
+                and lost.exception() is not None)
+
+
+_WATCHED: weakref.WeakSet[asyncio.Future[None]] = weakref.WeakSet()
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # seen: asyncio must not log it as never retrieved
+
+
 def too_large(limit: int, status: int) -> FetchError:
     return FetchError(ErrorKind.TOO_LARGE, f"body passed --max-bytes {limit} bytes",
                       status=status)
@@ -78,6 +110,7 @@ class Fetcher:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout),
             auto_decompress=False,  # we decode ourselves, under the size cap
+            response_class=_ClientResponse,
             cookie_jar=aiohttp.DummyCookieJar(),
             trace_configs=[self._trace_sends()],
             headers={
@@ -203,4 +236,9 @@ class Fetcher:
             # zlib.error, brotli.error: the server's encoding is broken
             raise FetchError(ErrorKind.PROTOCOL,
                              f"cannot decode {encoding} body: {exc}") from exc
+        if (length is None and "chunked" not in resp.headers.get("Transfer-Encoding", "").lower()
+                and isinstance(resp, _ClientResponse) and resp.reset_at_end()):
+            # the body ends at connection close, and the close was a reset: it may be cut
+            raise FetchError(ErrorKind.PROTOCOL, "broken body: the connection was reset before "
+                             "the end of a body delimited by connection close")
         return b"".join(parts), False

@@ -335,6 +335,7 @@ class Engine:
                 for _, line in written:  # invalid lines: records of this run
                     self._errors[orjson.loads(line)["error"]["kind"]] += 1
                 self._done += len(written)
+            self._admitted += len(written)  # records in all: --max-pages counts them too
             self._feeder_wakeup.set()
         if not self._stop_requested:
             if self._followers is not None:

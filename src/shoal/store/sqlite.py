@@ -132,11 +132,15 @@ class SqliteStore:
 
     def _open(self, fresh: bool) -> None:
         path = Path(self.path)
-        if fresh:
-            for suffix in ("", "-wal", "-shm"):
-                Path(self.path + suffix).unlink(missing_ok=True)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if fresh:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(self.path + suffix).unlink(missing_ok=True)
+            if path.parent and not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use state database {self.path}: "
+                             f"{exc.strerror or exc}") from exc
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
