@@ -60,12 +60,12 @@ class Service:
         return job
 
     async def wait_job(self, job_id: str, states: set[str] | None = None,
-                       timeout: float = 30) -> dict[str, Any]:
+                       timeout: float = 30, token: str | None = None) -> dict[str, Any]:
         """Poll the job until it reaches one of ``states`` (default: stopped)."""
         states = states or FINAL
         deadline = time.monotonic() + timeout
         while True:
-            _, job = await self.call("GET", f"/v1/jobs/{job_id}", expect=200)
+            _, job = await self.call("GET", f"/v1/jobs/{job_id}", expect=200, token=token)
             if job["state"] in states:
                 return job  # type: ignore[no-any-return]
             assert time.monotonic() < deadline, f"job still {job['state']}: {job}"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
@@ -22,10 +26,32 @@ class ServiceServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, manager: JobManager) -> None:
         super().__init__(config)
         self.manager = manager
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.manager.begin_shutdown()
+        # a signal handler runs between two bytecodes: touch the loop only through this
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.manager.begin_shutdown)
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM start a graceful stop. Unlike uvicorn's own, the signal is not
+        raised again afterwards: a drained service exits with status 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     @property
     def port(self) -> int:
@@ -58,6 +84,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(2048)  # connections wait in the backlog until the app is up
         sock.set_inheritable(True)
     except BaseException:
         sock.close()
