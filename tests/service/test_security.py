@@ -132,4 +132,6 @@ async def test_a_slow_host_does_not_starve_another_job(tmp_path: Path) -> None:
         done = await svc.wait_job(quick["id"], timeout=15)
         assert done["state"] == "completed" and done["status_classes"] == {"2xx": 200}
         _, still = await svc.call("GET", f"/v1/jobs/{stuck['id']}", expect=200)
-        assert still["state"] == "running" and still["counts"]["in_flight"] == 50
+        # the tarpit job is still held by its slow host: none of its pages is done
+        assert still["state"] == "running" and still["counts"]["done"] == 0, still
+        assert still["counts"]["in_flight"] > 0, still

@@ -282,10 +282,11 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
     @app.get("/v1/jobs", tags=["jobs"])
     async def list_jobs(who: Reader,
                         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                        cursor: Annotated[int | None, Query(ge=0)] = None) -> JobList:
+                        cursor: Annotated[int | None, Query(ge=0, le=1 << 62)] = None
+                        ) -> JobList:
         """Jobs, newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
         rows = await manager.db.page(cursor, limit)
-        items = [manager.summary(await manager.get(r.id) or r) for r in rows]
+        items = [manager.summary(manager.current(r)) for r in rows]
         for item in items:
             item.pop("hosts", None)
             item.pop("latest", None)

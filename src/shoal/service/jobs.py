@@ -45,6 +45,7 @@ log = logging.getLogger("shoal.service")
 LATEST = 20  # latest records kept per running job for the dashboard
 HOSTS_SHOWN = 100  # hosts in a job's summary, most pages first
 LAG_INTERVAL = 0.1
+STATS_TTL = 0.2  # seconds a job's statistics snapshot is reused for
 
 
 class JobError(Exception):
@@ -72,6 +73,16 @@ class Live:
     latest: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST))
     event: bytes = b""  # the last progress snapshot, JSON
     previous: Statistics | None = None  # the last snapshot passed to the metrics
+    _stats: Statistics | None = None
+    _stats_at: float = 0.0
+
+    def statistics(self) -> Statistics:
+        """The engine's statistics, taken at most every STATS_TTL seconds: API requests
+        may ask often, and a snapshot costs more the longer the job has run."""
+        now = time.monotonic()
+        if self._stats is None or now - self._stats_at >= STATS_TTL:
+            self._stats, self._stats_at = self.engine.statistics(), now
+        return self._stats
 
     def ingest(self, rows: list[tuple[str, int | None, str | None, int, dict[str, Any]]]
                ) -> None:
@@ -200,6 +211,11 @@ class JobManager:
         self._wake.set()
         return row
 
+    def current(self, row: JobRow) -> JobRow:
+        """The running job's own row when it runs (fresher than one read before)."""
+        live = self._live.get(row.id)
+        return live.row if live is not None else row
+
     async def get(self, job_id: str) -> JobRow | None:
         live = self._live.get(job_id)
         if live is not None:
@@ -290,8 +306,7 @@ class JobManager:
                         "hosts": saved.get("hosts", []),
                         "latest": saved.get("latest", [])})
             return out
-        stats = live.engine.statistics()
-        out.update(self._live_part(live, stats))
+        out.update(self._live_part(live, live.statistics()))
         return out
 
     def _live_part(self, live: Live, stats: Statistics) -> dict[str, Any]:
@@ -349,7 +364,7 @@ class JobManager:
         while not self.stopping:
             await asyncio.sleep(self.settings.tick)
             for job_id, live in list(self._live.items()):
-                stats = live.engine.statistics()
+                stats = live.statistics()
                 summary = self.summary(live.row)
                 live.event = orjson.dumps(summary)
                 self.metrics.observe_job(job_id, stats, live.previous)
@@ -454,13 +469,14 @@ class JobManager:
         try:
             await store.close()
         finally:
-            part = self._live_part(live, live.engine.statistics())
+            stats = live.engine.statistics()
+            part = self._live_part(live, stats)
             part["counts"]["in_flight"] = part["counts"]["queued"] = 0
             part["rates"]["pages_per_second"] = 0.0
             for h in part["hosts"]:
                 h["in_flight"] = h["queued"] = 0
             if live.previous is not None or live.records:
-                self.metrics.observe_job(row.id, live.engine.statistics(), live.previous)
+                self.metrics.observe_job(row.id, stats, live.previous)
             state, finished = {
                 None: (JobState.COMPLETED, utc_now_iso()),
                 "pause": (JobState.PAUSED, None),
