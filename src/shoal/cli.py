@@ -393,6 +393,68 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs a token configured.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
+@click.option("--db", metavar="PATH", default="shoal-service.db", show_default=True,
+              help="The service database (tokens and jobs); each job's records live in "
+                   "PATH.jobs/<id>/state.db.")
+@click.option("--allow-net", multiple=True, metavar="CIDR",
+              help="Networks the private-network guard lets jobs reach (repeatable); "
+                   "everything non-public is refused otherwise.")
+@click.option("--max-running", type=int, default=8, show_default=True,
+              help="Jobs running at once; more wait in the queue.")
+@click.option("--max-jobs-per-token", type=int, default=4, show_default=True,
+              help="Queued or running jobs one token may have.")
+@click.option("--max-urls-per-job", type=int, default=1_000_000, show_default=True,
+              help="URLs of a fetch job, pages of a crawl job, at most.")
+@click.option("--max-upload", type=ByteSize(), default="256M", show_default=True,
+              help="Largest uploaded URL file.")
+def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running: int,
+          max_jobs_per_token: int, max_urls_per_job: int, max_upload: int) -> None:
+    """Run the crawl service: HTTP API, live dashboard and metrics (see README "Service").
+
+    Jobs are kept in the service database; a job running when the service stops (SIGINT,
+    SIGTERM) resumes when it starts again.
+    """
+    from shoal.service.app import is_loopback
+    from shoal.service.server import build_server, listen, run_server
+    from shoal.service.settings import ServiceSettings
+
+    if not 0 <= port <= 65535:
+        _fail(f"--port must be between 0 and 65535, got {port}")
+    try:
+        settings = ServiceSettings(db=db, allow_net=allow_net, max_running=max_running,
+                                   max_jobs_per_token=max_jobs_per_token,
+                                   max_urls_per_job=max_urls_per_job, max_upload=max_upload)
+    except UsageError as exc:
+        _fail(str(exc))
+    store = _token_store(settings.db, create=True)
+    with store:
+        active = store.count_active()
+    if not is_loopback(host) and active == 0:
+        _fail(f"refusing to listen on {host} (not loopback) with no API token configured: "
+              f"create one first with 'shoal token create --db {settings.db}'")
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    server = build_server(settings, host=host, port=port)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"shoal: serving on http://{shown}:{sock.getsockname()[1]}/ "
+               f"(dashboard at /, API at /v1, docs at /docs); "
+               f"{'tokens required' if active else 'open: no tokens configured'}", err=True)
+    from shoal._runtime import tune_malloc
+
+    tune_malloc()
+    with sock:
+        started = run_server(server, sock)
+    if not started:
+        _fail("the service did not start (see the messages above)")
+    click.echo("shoal: service stopped; running jobs resume at the next start", err=True)
+
+
 @cli.group()
 def token() -> None:
     """API tokens for the service (`shoal serve`): create, list, revoke.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shoal.errors import StoreError
-from shoal.service.tokens import TokenInfo, TokenStore
+from shoal.service.tokens import MIGRATIONS, TokenInfo, TokenStore
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_only_hashes_are_stored(tmp_path: Path) -> None:
         assert token.removeprefix("shoal_").encode() not in blob
     with sqlite3.connect(path) as db:
         hashes = {r[0] for r in db.execute("SELECT hash FROM tokens")}
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     db.close()
     assert hashes == {hashlib.sha256(t.encode()).digest() for t in tokens}
 

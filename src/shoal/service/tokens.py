@@ -31,7 +31,8 @@ _TOKEN = re.compile(r"shoal_[A-Za-z0-9_-]{43}\Z")
 _ID = re.compile(r"[0-9a-f]{8}\Z")
 _COLUMNS = "id, name, read_only, created, revoked"
 
-# Versioned migrations: index i moves the schema from version i to i + 1.
+# Versioned migrations of the service database (tokens, then the service's jobs):
+# index i moves the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE tokens (
@@ -42,6 +43,24 @@ MIGRATIONS: tuple[str, ...] = (
         created   TEXT NOT NULL,           -- ISO 8601, UTC
         revoked   TEXT                     -- when revoked, else NULL
     );
+    """,
+    # 2: the service's jobs (shoal serve); each job's records live in its own state file
+    """
+    CREATE TABLE jobs (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- listing order
+        id       TEXT NOT NULL UNIQUE,
+        kind     TEXT NOT NULL,            -- fetch | crawl
+        spec     TEXT NOT NULL,            -- JSON: seeds and options (URLs live in a file)
+        state    TEXT NOT NULL,            -- queued running paused completed cancelled failed
+        token    TEXT NOT NULL,            -- id of the token that created it ('' when open)
+        urls     INTEGER NOT NULL,         -- input URLs (fetch) or seeds (crawl)
+        created  TEXT NOT NULL,
+        started  TEXT,
+        finished TEXT,
+        error    TEXT,
+        summary  TEXT                      -- JSON: counts when the last run ended
+    );
+    CREATE INDEX jobs_state ON jobs (state);
     """,
 )
 

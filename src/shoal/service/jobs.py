@@ -1,0 +1,490 @@
+"""The job runner of the service: one Engine per running job, all owned by one TaskGroup.
+
+The manager lives as long as the application (its lifespan). Jobs are rows of the
+service database; each job's URLs and records live in its own directory (``urls.txt``,
+``state.db``), the same state database the CLI uses, so export and resume work as they
+do there. A job that was running when the service stopped is started again when it
+comes back, and its engine resumes from its state.
+
+Capacity is shared by giving every running job its own engine: its own worker pool,
+host slots and limits. A slow host holds only the slots of that host in that job; the
+other jobs' workers never wait on it, and the event loop serves them all in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp.abc import AbstractResolver
+
+from shoal.api import seeds_name
+from shoal.client.fetcher import Fetcher
+from shoal.config import Config, CrawlOptions
+from shoal.core import urls as urlmod
+from shoal.engine.engine import Engine
+from shoal.engine.source import FileSource, LineSource, Source
+from shoal.engine.stats import Statistics
+from shoal.records import utc_now_iso
+from shoal.service.jobdb import ACTIVE, FINAL, JobDB, JobRow, JobState
+from shoal.service.metrics import Metrics
+from shoal.service.settings import ServiceSettings
+from shoal.store.sqlite import SqliteStore
+
+log = logging.getLogger("shoal.service")
+
+LATEST = 20  # latest records kept per running job for the dashboard
+HOSTS_SHOWN = 100  # hosts in a job's summary, most pages first
+LAG_INTERVAL = 0.1
+STATS_TTL = 0.2  # seconds a job's statistics snapshot is reused for
+
+
+class JobError(Exception):
+    """A request on a job that its state does not allow (HTTP 409) or that is over a limit."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True, eq=False)
+class Live:
+    """A job with an engine: its counters, fed from each committed batch of records."""
+
+    row: JobRow
+    engine: Engine
+    stop: str | None = None  # pause | cancel | delete | shutdown
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    hosts: dict[str, list[int]] = field(default_factory=dict)  # host -> [pages, errors]
+    status: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    body_bytes: int = 0
+    records: int = 0
+    latest: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST))
+    event: bytes = b""  # the last progress snapshot, JSON
+    previous: Statistics | None = None  # the last snapshot passed to the metrics
+    _stats: Statistics | None = None
+    _stats_at: float = 0.0
+
+    def statistics(self) -> Statistics:
+        """The engine's statistics, taken at most every STATS_TTL seconds: API requests
+        may ask often, and a snapshot costs more the longer the job has run."""
+        now = time.monotonic()
+        if self._stats is None or now - self._stats_at >= STATS_TTL:
+            self._stats, self._stats_at = self.engine.statistics(), now
+        return self._stats
+
+    def ingest(self, rows: list[tuple[str, int | None, str | None, int, dict[str, Any]]]
+               ) -> None:
+        for host, status, kind, size, record in rows:
+            self.count(host, status, kind, size, 1)
+            self.latest.append(record)
+
+    def count(self, host: str, status: int | None, kind: str | None, size: int, n: int
+              ) -> None:
+        self.records += n
+        self.body_bytes += size
+        if status is not None:
+            self.status[f"{status // 100}xx"] += n
+        if kind is not None:
+            self.errors[kind] += n
+        counts = self.hosts.setdefault(host, [0, 0])
+        counts[0] += n
+        if kind is not None:
+            counts[1] += n
+
+
+def _parse(rows: list[tuple[int, bytes]]
+           ) -> list[tuple[str, int | None, str | None, int, dict[str, Any]]]:
+    out = []
+    for _, line in rows:
+        record = orjson.loads(line)
+        error = record.get("error")
+        try:
+            host = urlmod.host_key(record["url"])
+        except (ValueError, IndexError):
+            host = ""
+        out.append((host if error is None or error["kind"] != "invalid_url" else "",
+                    record.get("status"), None if error is None else error["kind"],
+                    int(record.get("bytes") or 0), record))
+    return out
+
+
+_BASE_QUERY = (
+    "SELECT host, json_extract(CAST(record AS TEXT), '$.status'), "
+    "json_extract(CAST(record AS TEXT), '$.error.kind'), "
+    "sum(json_extract(CAST(record AS TEXT), '$.bytes')), count(*) "
+    "FROM urls WHERE state = 2 AND kind = 0 GROUP BY 1, 2, 3")
+
+
+class JobManager:
+    """Starts, pauses, resumes, cancels and deletes jobs; owns every job's engine."""
+
+    def __init__(self, settings: ServiceSettings, metrics: Metrics, *,
+                 resolver: AbstractResolver | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.db = JobDB(settings.db)
+        self._resolver = resolver  # tests map names to addresses with it
+        self._live: dict[str, Live] = {}
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._wake = asyncio.Event()  # the dispatcher looks for queued jobs
+        self._tick = asyncio.Event()  # set (and replaced) at every progress tick
+        self.stopping = False
+        self.ready = asyncio.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def __aenter__(self) -> JobManager:
+        os.makedirs(self.settings.jobs_dir, exist_ok=True)
+        await self.db.open()
+        self._stack = contextlib.AsyncExitStack()
+        try:
+            self._stack.push_async_callback(self.db.close)
+            self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+            self._tg.create_task(self._dispatch(), name="shoal-service-dispatch")
+            self._tg.create_task(self._ticker(), name="shoal-service-ticker")
+            self._tg.create_task(self._lag(), name="shoal-service-lag")
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self._wake.set()  # jobs running when the service stopped start again
+        self.ready.set()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.begin_shutdown()
+        assert self._stack is not None
+        await self._stack.__aexit__(*exc)  # type: ignore[arg-type]
+
+    def begin_shutdown(self) -> None:
+        """Stop taking work: running jobs finish their requests in flight (a grace period)
+        and stay `running` in the database, so the next start resumes them."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.ready.clear()
+        for live in self._live.values():
+            if live.stop is None:
+                live.stop = "shutdown"
+            live.engine.request_stop(grace=self.settings.drain_grace)
+        self._wake.set()
+        self._fire_tick()
+
+    # -- requests ---------------------------------------------------------------------------
+    def job_dir(self, job_id: str) -> str:
+        return os.path.join(self.settings.jobs_dir, job_id)
+
+    def state_path(self, job_id: str) -> str:
+        return os.path.join(self.job_dir(job_id), "state.db")
+
+    def urls_path(self, job_id: str) -> str:
+        return os.path.join(self.job_dir(job_id), "urls.txt")
+
+    @staticmethod
+    def new_id() -> str:
+        return secrets.token_hex(6)
+
+    async def check_quota(self, token: str) -> None:
+        if await self.db.count_active(token) >= self.settings.max_jobs_per_token:
+            raise JobError(429, f"this token already has {self.settings.max_jobs_per_token} "
+                                "queued or running jobs (the per-token limit)")
+
+    async def create(self, *, job_id: str, kind: str, spec: dict[str, Any], token: str,
+                     urls: int) -> JobRow:
+        """Record a job whose input is in place (``urls.txt`` for a fetch) and queue it."""
+        if self.stopping:
+            raise JobError(503, "the service is shutting down")
+        row = JobRow(seq=0, id=job_id, kind=kind, spec=spec, state=JobState.QUEUED,
+                     token=token, urls=urls, created=utc_now_iso())
+        await self.db.insert(row)
+        self._wake.set()
+        return row
+
+    def current(self, row: JobRow) -> JobRow:
+        """The running job's own row when it runs (fresher than one read before)."""
+        live = self._live.get(row.id)
+        return live.row if live is not None else row
+
+    async def get(self, job_id: str) -> JobRow | None:
+        live = self._live.get(job_id)
+        if live is not None:
+            return live.row
+        return await self.db.get(job_id)
+
+    async def pause(self, job_id: str) -> JobRow:
+        row = await self._need(job_id)
+        live = self._live.get(job_id)
+        if live is not None:
+            if live.stop is None:
+                live.stop = "pause"
+                live.engine.request_stop(grace=self.settings.drain_grace)
+            await live.done.wait()
+        elif row.state == JobState.QUEUED:
+            await self._set_state(row, JobState.PAUSED)
+        elif row.state != JobState.PAUSED:
+            raise JobError(409, f"job {job_id} is {row.state}; only a queued or running job "
+                                "can be paused")
+        return await self._need(job_id)
+
+    async def resume(self, job_id: str) -> JobRow:
+        row = await self._need(job_id)
+        if row.state in ACTIVE:
+            return row
+        if row.state != JobState.PAUSED:
+            raise JobError(409, f"job {job_id} is {row.state}; only a paused job can resume")
+        await self.check_quota(row.token)
+        await self._set_state(row, JobState.QUEUED)
+        self._wake.set()
+        return await self._need(job_id)
+
+    async def cancel(self, job_id: str) -> JobRow:
+        row = await self._need(job_id)
+        live = self._live.get(job_id)
+        if live is not None:
+            if live.stop in (None, "pause", "shutdown"):
+                live.stop = "cancel"
+            live.engine.request_stop(grace=0)
+            await live.done.wait()
+        elif row.state in FINAL:
+            raise JobError(409, f"job {job_id} is already {row.state}")
+        else:
+            await self._set_state(row, JobState.CANCELLED, finished=utc_now_iso())
+        return await self._need(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        await self._need(job_id)
+        live = self._live.get(job_id)
+        if live is not None:
+            live.stop = "delete"
+            live.engine.request_stop(grace=0)
+            await live.done.wait()
+        await self.db.delete(job_id)
+        await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
+        self.metrics.forget_job(job_id)
+
+    async def _need(self, job_id: str) -> JobRow:
+        row = await self.get(job_id)
+        if row is None:
+            raise JobError(404, f"no job {job_id}")
+        return row
+
+    async def _set_state(self, row: JobRow, state: JobState, **values: Any) -> None:
+        row.state = state
+        for name, value in values.items():
+            setattr(row, name, value)
+        await self.db.update(row.id, state=state, **values)
+
+    # -- progress ---------------------------------------------------------------------------
+    def summary(self, row: JobRow) -> dict[str, Any]:
+        """The job as the API shows it: state, counts, rates, errors by kind, hosts."""
+        live = self._live.get(row.id)
+        out: dict[str, Any] = {
+            "id": row.id, "kind": row.kind, "state": str(row.state), "created": row.created,
+            "started": row.started, "finished": row.finished, "error": row.error,
+            "urls": row.urls, "spec": row.spec,
+        }
+        if live is None:
+            saved = row.summary or {}
+            out.update({"counts": saved.get("counts", {"total": None, "done": 0,
+                                                       "in_flight": 0, "queued": 0}),
+                        "rates": {"pages_per_second": 0.0,
+                                  "elapsed": saved.get("rates", {}).get("elapsed", 0.0)},
+                        "bytes": saved.get("bytes", 0),
+                        "status_classes": saved.get("status_classes", {}),
+                        "errors": saved.get("errors", {}),
+                        "hosts": saved.get("hosts", []),
+                        "latest": saved.get("latest", [])})
+            return out
+        out.update(self._live_part(live, live.statistics()))
+        return out
+
+    def _live_part(self, live: Live, stats: Statistics) -> dict[str, Any]:
+        sched = live.engine.sched
+        config = live.engine.config
+        now = time.monotonic()
+        top = sorted(live.hosts.items(), key=lambda kv: -kv[1][0])[:HOSTS_SHOWN]
+        hosts = []
+        for key, (pages, errors) in top:
+            if not key:
+                continue
+            h = sched.hosts.get(key)
+            delay = config.delay
+            robots = "off" if not config.robots else "unknown"
+            in_flight = queued = 0
+            if h is not None:
+                delay = max(config.delay, h.crawl_delay) + h.penalty
+                if h.paused_until > now:
+                    delay = max(delay, h.paused_until - now)
+                in_flight, queued = h.inflight, h.waiting
+                if config.robots:
+                    robots = ("loading" if h.robots_loading else
+                              "loaded" if h.robots is not None else "pending")
+            hosts.append({"host": key, "pages": pages, "errors": errors,
+                          "in_flight": in_flight, "queued": queued,
+                          "delay": round(delay, 3), "robots": robots})
+        return {
+            "counts": {"total": stats.total, "done": stats.done, "in_flight": stats.in_flight,
+                       "queued": stats.queued},
+            "rates": {"pages_per_second": round(stats.pages_per_second, 2),
+                      "elapsed": round(stats.elapsed, 2)},
+            "bytes": live.body_bytes,
+            "status_classes": dict(live.status),
+            "errors": dict(live.errors),
+            "hosts": hosts,
+            "latest": list(live.latest)[-10:],
+        }
+
+    async def wait_tick(self) -> bool:
+        """Wait for the next progress tick; False once the service is stopping."""
+        if self.stopping:
+            return False
+        await self._tick.wait()
+        return not self.stopping
+
+    def live_event(self, job_id: str) -> bytes | None:
+        live = self._live.get(job_id)
+        return live.event if live is not None and live.event else None
+
+    def _fire_tick(self) -> None:
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    async def _ticker(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(self.settings.tick)
+            for job_id, live in list(self._live.items()):
+                stats = live.statistics()
+                summary = self.summary(live.row)
+                live.event = orjson.dumps(summary)
+                self.metrics.observe_job(job_id, stats, live.previous)
+                live.previous = stats
+            self._fire_tick()
+
+    async def _lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            start = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            self.metrics.observe_lag(loop.time() - start - LAG_INTERVAL)
+
+    # -- running ----------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        """Start queued (and interrupted) jobs while there is room, oldest first."""
+        assert self._tg is not None
+        while not self.stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.stopping:
+                return
+            room = self.settings.max_running - len(self._live)
+            if room <= 0:
+                continue
+            for row in await self.db.in_states(ACTIVE):
+                if room <= 0 or self.stopping:
+                    break
+                if row.id in self._live:
+                    continue
+                live = self._start(row)
+                if live is not None:
+                    room -= 1
+
+    def _start(self, row: JobRow) -> Live | None:
+        assert self._tg is not None
+        try:
+            config, crawl = self._options(row)
+        except Exception as exc:  # a row no longer valid (e.g. --allow-net changed)
+            self._tg.create_task(self._set_state(row, JobState.FAILED, error=str(exc),
+                                                 finished=utc_now_iso()))
+            return None
+        loop = asyncio.get_running_loop()
+        store = SqliteStore(self.state_path(row.id))
+        live_box: list[Live] = []
+
+        def sink(rows: list[tuple[int, bytes]]) -> None:
+            # on the store's thread, right after a commit
+            parsed = _parse(rows)
+            loop.call_soon_threadsafe(live_box[0].ingest, parsed)
+
+        seeds = row.spec.get("seeds") if row.kind == "crawl" else None
+        engine = Engine(config, store, None, crawl=crawl, seeds=seeds, on_records=sink,
+                        fetcher=Fetcher(config, resolver=self._resolver))
+        live = Live(row=row, engine=engine)
+        live_box.append(live)
+        self._live[row.id] = live
+        self._tg.create_task(self._run(live, store), name=f"shoal-job-{row.id}")
+        return live
+
+    def _options(self, row: JobRow) -> tuple[Config, CrawlOptions | None]:
+        from shoal.service.models import CrawlJobOptions, FetchOptions
+
+        allow = self.settings.allow_net
+        if row.kind == "crawl":
+            opts = CrawlJobOptions.model_validate(row.spec["options"])
+            return opts.config(allow_net=allow), opts.crawl_options()
+        return FetchOptions.model_validate(row.spec["options"]).config(allow_net=allow), None
+
+    def _source(self, row: JobRow) -> Source:
+        if row.kind == "crawl":
+            seeds = list(row.spec["seeds"])
+            return LineSource(seeds, name=seeds_name(seeds))
+        return FileSource(self.urls_path(row.id))
+
+    async def _run(self, live: Live, store: SqliteStore) -> None:
+        row = live.row
+        error: str | None = None
+        try:
+            if row.state != JobState.RUNNING or row.started is None:
+                await self._set_state(row, JobState.RUNNING, started=row.started or utc_now_iso())
+            await store.open()
+            for host, status, kind, size, n in await store.in_thread(
+                    lambda: store.db.execute(_BASE_QUERY).fetchall()):
+                live.count(host, status, kind, int(size or 0), n)
+            if live.stop is None:
+                source = await asyncio.to_thread(self._source, row)
+                await live.engine.run(source)
+        except Exception as exc:  # a failed job is a state, not a crash of the service
+            log.exception("job %s failed", row.id)
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                await asyncio.shield(self._finish(live, store, error))
+            finally:
+                self._live.pop(row.id, None)
+                live.done.set()
+                self._wake.set()
+
+    async def _finish(self, live: Live, store: SqliteStore, error: str | None) -> None:
+        row = live.row
+        try:
+            await store.close()
+        finally:
+            stats = live.engine.statistics()
+            part = self._live_part(live, stats)
+            part["counts"]["in_flight"] = part["counts"]["queued"] = 0
+            part["rates"]["pages_per_second"] = 0.0
+            for h in part["hosts"]:
+                h["in_flight"] = h["queued"] = 0
+            if live.previous is not None or live.records:
+                self.metrics.observe_job(row.id, stats, live.previous)
+            state, finished = {
+                None: (JobState.COMPLETED, utc_now_iso()),
+                "pause": (JobState.PAUSED, None),
+                "cancel": (JobState.CANCELLED, utc_now_iso()),
+                "delete": (JobState.CANCELLED, utc_now_iso()),
+                "shutdown": (JobState.RUNNING, None),
+            }[live.stop]
+            if error is not None:
+                state, finished = JobState.FAILED, utc_now_iso()
+            row.summary = part
+            await self._set_state(row, state, finished=finished, error=error, summary=part)
