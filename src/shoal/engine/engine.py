@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -28,19 +28,31 @@ from shoal.core.scope import Scope
 from shoal.engine.lag import LagMonitor
 from shoal.engine.offload import Offload
 from shoal.engine.scheduler import Host, Job, Scheduler
+from shoal.engine.shared import HOST_TURN, Leases, lease_for
 from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
 from shoal.errors import FetchError, StoreError
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
-from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
+from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, SharedStore, Store
 
 LOAD_BATCH = 5_000
 WRITE_BATCH = 1_000
 WRITE_INTERVAL = 0.25
 RATE_WINDOW = 10.0  # seconds the "pages per second" figure looks back
 STOP_GRACE = 5.0  # seconds requests in flight may take to finish after SIGINT/SIGTERM
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRun:
+    """How this process takes part in a job shared through PostgreSQL."""
+
+    owner: str  # unique among the processes on the job
+    lease: float | None = None  # seconds; default --timeout + 30
+    submit: bool = True  # load the input (the submitting process); workers only join
+    meta: dict[str, str] | None = None  # what workers need to run the job (config, crawl)
+    turn: float = HOST_TURN  # seconds a host is kept before it is offered to others
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,7 @@ class Engine:
         on_records: Callable[[list[tuple[int, bytes]]], None] | None = None,
         progress: Callable[[Callable[[], Statistics]], Coroutine[Any, Any, None]] | None = None,
         fetcher: Fetcher | None = None,
+        shared: SharedRun | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -115,6 +128,17 @@ class Engine:
         self._grace_expired = False
         self._known_at_start = 0
         self._generation = 0  # bumped whenever URLs are added to the frontier
+        # A shared frontier (PostgreSQL): URLs are claimed under leases, not paged, and the
+        # output is written from every record of the job, whoever fetched it.
+        self.shared = shared
+        self._leases: Leases | None = None
+        self._tail_seq = 0
+        if shared is not None:
+            self._leases = Leases(cast(SharedStore, store), self.sched, config,
+                                  owner=shared.owner, ttl=lease_for(config, shared.lease),
+                                  on_lost=lambda: self.request_stop(grace=0),
+                                  turn=shared.turn)
+            self.sched.gate = self._leases.gate
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self, *, grace: float = STOP_GRACE) -> None:
@@ -191,17 +215,25 @@ class Engine:
         self._started = time.monotonic()
         self._rate.append((self._started, 0))
 
+        if self.shared is not None:
+            self._tail_seq = self.output.seq if self.output is not None else \
+                await cast(SharedStore, self.store).last_seq()
         fetcher = self._fetcher or Fetcher(self.config)
         try:
             async with fetcher, asyncio.TaskGroup() as tg:
                 self.steps.fetcher = fetcher
                 fetcher.on_sent = self.sched.sent  # pace each host from real request starts
                 monitors = [tg.create_task(self.lag.run(), name="shoal-lag")]
+                if self._leases is not None:
+                    monitors.append(tg.create_task(self._leases.run(), name="shoal-leases"))
+                    monitors.append(tg.create_task(self._tail(), name="shoal-tail"))
                 if self._progress is not None:
                     monitors.append(tg.create_task(self._progress(self.statistics),
                                                    name="shoal-progress"))
                 loader = tg.create_task(self._load(source), name="shoal-loader")
-                feeder = tg.create_task(self._feed(), name="shoal-feeder")
+                feeder = tg.create_task(
+                    self._feed() if self._leases is None else self._feed_shared(),
+                    name="shoal-feeder")
                 self._workers_task = tg.create_task(self._work(), name="shoal-workers")
                 writer = tg.create_task(self._write(), name="shoal-writer")
                 try:
@@ -215,11 +247,20 @@ class Engine:
                 await writer
                 for t in (loader, feeder, *monitors):
                     t.cancel()
+            if self._leases is not None and not self._stop_requested:
+                await self._tail_once()  # the job is done: every record of it
         finally:
+            if self._leases is not None:
+                with contextlib.suppress(StoreError):  # else they run out on their own
+                    await asyncio.shield(self._leases.release_all())
             await self.store.in_thread(source.close)
             self._offload.close()
             if self.output is not None:
                 await self.store.in_thread(self._close_output)
+        if self._leases is not None and self._leases.lost:
+            raise StoreError(f"{self.store.path}: lost this process's leases (no heartbeat "
+                             f"reached the database for {self._leases.ttl:.0f} s); other "
+                             "processes take its URLs over")
         stats = self.statistics()
         return RunResult(stats=stats, interrupted=self._stop_requested,
                          nothing_to_do=self._done == 0 and self._known == self._known_at_start
@@ -231,8 +272,10 @@ class Engine:
     async def _check_meta(self, source: Source) -> None:
         meta = await self.store.get_meta()
         if not meta:
-            await self.store.set_meta({"mode": self.mode, "input": source.name,
-                                       "created": utc_now_iso()})
+            values = {"mode": self.mode, "input": source.name, "created": utc_now_iso()}
+            if self.shared is not None:
+                values.update(self.shared.meta or {})
+            await self.store.set_meta(values)
             return
         if meta.get("mode") != self.mode or meta.get("input") != source.name:
             raise StoreError(
@@ -253,14 +296,38 @@ class Engine:
 
     def _sink(self, rows: list[tuple[int, bytes]]) -> None:
         """After a commit, on the store thread: append to the output, tell the library."""
+        if self.shared is not None:
+            return  # the tail writes every record of the job, ours among them
+        self._deliver(rows)
+
+    def _deliver(self, rows: list[tuple[int, bytes]]) -> None:
         if self.output is not None:
             self.output.write(rows)
             self.output.sync(at_most_every=5.0)
         if self._on_records is not None:
             self._on_records(rows)
 
+    async def _tail(self) -> None:
+        """Shared job: append records as they are committed, whoever fetched them."""
+        while True:
+            await self._tail_once()
+            await asyncio.sleep(0.5)
+
+    async def _tail_once(self) -> None:
+        wrote = False
+        while rows := await self.store.records_after(self._tail_seq):
+            self._tail_seq = rows[-1][0]
+            await self.store.in_thread(self._deliver, rows)
+            wrote = True
+        if wrote and self.output is not None:
+            await self.store.in_thread(self.output.sync)
+            await self.store.set_meta(self.output.mark())
+
     # -- loader: input -> frontier ----------------------------------------------------------
     async def _load(self, source: Source) -> None:
+        if self.shared is not None and not self.shared.submit:
+            self._input_done = True  # a worker joins a job; its submitter loads the input
+            return
         store = self.store
         crawl = self.mode == "crawl"
         sitemaps = self.crawl is not None and self.crawl.sitemaps
@@ -282,6 +349,8 @@ class Engine:
             self._done += len(written)
             self._feeder_wakeup.set()
         if not self._stop_requested:
+            if self.shared is not None:
+                await store.set_meta({"loaded": "1"})  # workers may now tell when it is done
             self._input_done = True
             self._known, _ = await store.counts()
             self._feeder_wakeup.set()
@@ -352,6 +421,32 @@ class Engine:
                         continue
                     sched.finish()
                     return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._feeder_wakeup.wait()
+
+    async def _feed_shared(self) -> None:
+        """Claim URLs under leases while the window has room; finish when the job is done
+        (its input loaded and no URL pending anywhere, here or in another process)."""
+        assert self._leases is not None
+        sched, store, window = self.sched, cast(SharedStore, self.store), \
+            self.config.frontier_window
+        generation = self._generation
+        while not self._stop_requested:
+            self._feeder_wakeup.clear()
+            if generation != self._generation:
+                generation = self._generation
+                self._leases.found_more()
+            rows = await self._leases.claim(window - sched.queued)
+            for row in rows:
+                self._admit(row)
+            if rows and sched.queued < window // 2:
+                continue
+            if (not rows and self._input_done and sched.idle and self._uncommitted == 0
+                    and (await store.get_meta()).get("loaded") == "1"
+                    and not await store.has_pending()):
+                sched.finish()
+                return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await self._feeder_wakeup.wait()
