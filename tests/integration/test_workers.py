@@ -186,3 +186,59 @@ async def test_politeness_holds_across_workers(tmp_path: Path, pg: tuple[str, st
     # the hosts really were shared: several processes fetched from each
     owners = await query(dsn, f"SELECT host, count(DISTINCT owner) FROM {s}.urls GROUP BY host")
     assert all(n >= 2 for _, n in owners), owners
+
+
+async def test_sigterm_returns_the_workers_leases(tmp_path: Path, pg: tuple[str, str]) -> None:
+    dsn, job = pg
+    s = f'"shoal_{job}"'
+    log = RequestLog()
+    routes = {f"/p/{i}": slow(0.3, html_page(f"p{i}")) for i in range(8)}
+    async with sites(4, routes, log=log) as srvs, procs(tmp_path) as ps:
+        urls = [srv.url(f"/p/{i}") for srv in srvs for i in range(8)]
+        inp = write_urls(tmp_path / "urls.txt", urls)
+        out = tmp_path / "out.jsonl"
+        submit = await ps.start("submit", "fetch", str(inp), "-o", str(out), "-q", "--db", dsn,
+                                "--job", job, "--concurrency", "2", "--no-robots")
+        await wait_for(dsn, f"SELECT value FROM {s}.meta WHERE key = 'shared'", "1")
+        worker = await ps.start("w0", "worker", "--db", dsn, "--name", "w0",
+                                "--concurrency", "8")
+        await wait_for(dsn, f"SELECT count(*) > 0 FROM {s}.urls "
+                            "WHERE state = 0 AND owner LIKE 'w0:%'")
+        await asyncio.wait_for(log.wait_started(3), 30)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 30) == 130
+        # nothing of the job stays with it: URLs back to pending, hosts free
+        left = await query(dsn, f"SELECT count(*) FROM {s}.urls WHERE state = 0 "
+                                "AND owner LIKE 'w0:%'")
+        owned = await query(dsn, f"SELECT count(*) FROM {s}.hosts WHERE owner LIKE 'w0:%'")
+        assert left[0][0] == 0 and owned[0][0] == 0
+        assert "returning the rest" in ps.stderr("w0")
+        assert await asyncio.wait_for(submit.wait(), 90) == 0, ps.stderr("submit")
+    assert sorted(str(r["url"]) for r in read_records(out)) == sorted(urls)
+
+
+async def test_a_crawl_is_shared_with_workers(tmp_path: Path, pg: tuple[str, str]) -> None:
+    dsn, job = pg
+    s = f'"shoal_{job}"'
+    routes = {f"/p/{i}": slow(0.05, html_page(f"p{i}", [f"/p/{i + 1}", f"/p/{(2 * i) % 30}",
+                                                        "http://127.0.0.1:9/elsewhere"]))
+              for i in range(30)}
+    async with sites(2, routes) as srvs, procs(tmp_path) as ps:
+        seeds = [srv.url("/p/0") for srv in srvs]
+        out = tmp_path / "out.jsonl"
+        submit = await ps.start("submit", "crawl", *seeds, "-o", str(out), "-q", "--db", dsn,
+                                "--job", job, "--concurrency", "2", "--no-robots",
+                                "--host-turn", "0.5")
+        await wait_for(dsn, f"SELECT value FROM {s}.meta WHERE key = 'shared'", "1")
+        workers = [await ps.start(f"w{n}", *worker_args(dsn, f"w{n}", "--concurrency", "2",
+                                                        "--host-turn", "0.5", "-q"))
+                   for n in range(2)]
+        async with asyncio.timeout(120):
+            assert await submit.wait() == 0, ps.stderr("submit")
+            assert [await w.wait() for w in workers] == [0, 0]
+    records = read_records(out)
+    want = sorted(srv.url(f"/p/{i}") for srv in srvs for i in range(31))  # /p/30: a 404
+    assert sorted(str(r["url"]) for r in records) == want
+    assert all(r["parent"] is not None for r in records if r["depth"] != 0)
+    owners = await query(dsn, f"SELECT count(DISTINCT owner) FROM {s}.urls")
+    assert owners[0][0] >= 2  # workers fetched part of it

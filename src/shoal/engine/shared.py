@@ -55,8 +55,11 @@ class Leases:
         self.released: dict[str, float] = {}  # hosts given up lately -> when
         self.lost = False
         self.turn = turn
-        self.target = min(MAX_HOSTS_OWNED, max(1, math.ceil(
-            2 * config.concurrency / config.per_host)))
+        # Hosts to own: enough to keep --concurrency busy, and no more, so that processes
+        # joining later find hosts left. A host without --delay takes --per-host requests at
+        # once; with a delay it is mostly waiting, so one host per request in flight.
+        per_host = config.per_host if config.delay == 0 else 1
+        self.target = min(MAX_HOSTS_OWNED, max(1, math.ceil(config.concurrency / per_host)))
         self._lock = asyncio.Lock()  # claims, heartbeats and releases one at a time
         self._on_lost = on_lost
         store.start_leases(owner, ttl)

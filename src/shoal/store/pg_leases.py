@@ -51,11 +51,12 @@ CREATE INDEX hosts_free ON {s}.hosts (turn_at, host) WHERE pending;
 INSERT INTO {s}.hosts (host) SELECT DISTINCT host FROM {s}.urls WHERE state = 0 AND host <> '';
 """
 
-# Writers: every host of the URLs added may have pending URLs now (locks its row, in order).
+# Writers: every host of the URLs added may have pending URLs now. ON CONFLICT DO UPDATE
+# locks the host row even where its WHERE is false (no new row version then), in host order.
 HOSTS_PENDING = """
 INSERT INTO {s}.hosts (host)
 SELECT DISTINCT h FROM unnest($1::text[]) AS h WHERE h <> '' ORDER BY h
-ON CONFLICT (host) DO UPDATE SET pending = true
+ON CONFLICT (host) DO UPDATE SET pending = true WHERE NOT hosts.pending
 """
 
 _STATE = """h.host,
