@@ -215,7 +215,9 @@ class Engine:
         self._started = time.monotonic()
         self._rate.append((self._started, 0))
 
-        if self.shared is not None:
+        tail = self.shared is not None and (self.output is not None
+                                            or self._on_records is not None)
+        if tail:
             self._tail_seq = self.output.seq if self.output is not None else \
                 await cast(SharedStore, self.store).last_seq()
         fetcher = self._fetcher or Fetcher(self.config)
@@ -226,6 +228,7 @@ class Engine:
                 monitors = [tg.create_task(self.lag.run(), name="shoal-lag")]
                 if self._leases is not None:
                     monitors.append(tg.create_task(self._leases.run(), name="shoal-leases"))
+                if tail:
                     monitors.append(tg.create_task(self._tail(), name="shoal-tail"))
                 if self._progress is not None:
                     monitors.append(tg.create_task(self._progress(self.statistics),
@@ -247,7 +250,7 @@ class Engine:
                 await writer
                 for t in (loader, feeder, *monitors):
                     t.cancel()
-            if self._leases is not None and not self._stop_requested:
+            if tail and not self._stop_requested:
                 await self._tail_once()  # the job is done: every record of it
         finally:
             if self._leases is not None:

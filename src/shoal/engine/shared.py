@@ -148,14 +148,21 @@ class Leases:
             sent = time.monotonic()
             try:
                 async with self._lock:
-                    await self.store.heartbeat([self.state(k) for k in sorted(self.owned)])
+                    held = await self.store.heartbeat(
+                        [self.state(k) for k in sorted(self.owned)])
             except StoreError:
-                if time.monotonic() >= self.valid_until:
-                    self.lost = True
-                    self._on_lost()
-                    return
-                continue  # the database may come back before the leases run out
+                held = None  # the database may come back before the leases run out
+            if sent >= self.valid_until or (held is None
+                                            and time.monotonic() >= self.valid_until):
+                # too late: others may hold our URLs and hosts by now
+                self.lost = True
+                self._on_lost()
+                return
+            if held is None:
+                continue
             self.valid_until = sent + self.ttl
+            for key in [k for k in self.owned if k not in held]:
+                del self.owned[key]  # taken over (cannot happen while leases are fresh)
             for key in self.owned:
                 h = self.sched.hosts.get(key)
                 if h is not None and (h.queue or h.delayed):

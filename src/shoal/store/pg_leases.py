@@ -11,10 +11,11 @@ How it works (``PostgresStore`` mixes this in; every statement names the job's s
   pending URLs, those released longest ago first), so claimers never wait on each other.
   Taking over a host whose lease ran out (its owner died) also moves its next start to
   ``lease_until + delay``: the dead owner started nothing after its lease ended.
-* The owner leases that host's pending URLs in batches (``owner``, ``lease_until`` on
-  ``urls``; ``SELECT ... FOR UPDATE SKIP LOCKED`` over ``urls_pending_host``). Its
-  heartbeat pushes every lease it holds forward; a lease that runs out is claimable by
-  anyone who owns the host next.
+* The owner leases that host's pending URLs in batches (``urls.owner``; ``SELECT ... FOR
+  UPDATE SKIP LOCKED`` over ``urls_pending_host``). The deadline of all of one process's
+  URL leases is its row in ``owners``, so a heartbeat is one row however many URLs it
+  holds (migration 3; migration 2 kept a deadline per URL, renewed row by row). When it
+  runs out, the URLs are claimable by whoever owns their host next.
 * ``complete`` (in ``postgres.py``) writes a record only where ``owner`` is still the
   writer, in the same transaction as the record: a late result of a process whose lease
   ran out and was taken over writes nothing.
@@ -29,6 +30,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from shoal.store.base import Claim, HostState, PendingRow
+
+MIGRATION_3 = """
+CREATE TABLE {s}.owners (owner text PRIMARY KEY, lease_until timestamptz NOT NULL);
+ALTER TABLE {s}.urls DROP COLUMN lease_until;
+"""
 
 MIGRATION = """
 ALTER TABLE {s}.urls ADD COLUMN owner text, ADD COLUMN lease_until timestamptz;
@@ -93,22 +99,35 @@ ON CONFLICT (host) DO NOTHING
 """
 # Lease up to n pending URLs of each host owned (leases still running are someone's).
 CLAIM_URLS = """
-UPDATE {s}.urls u SET owner = $3, lease_until = clock_timestamp() + make_interval(secs => $4)
+UPDATE {s}.urls u SET owner = $3
 FROM (
     SELECT c.id FROM unnest($1::text[], $2::int[]) AS w(host, n)
     CROSS JOIN LATERAL (
-        SELECT id FROM {s}.urls
-        WHERE host = w.host AND state = 0
-          AND (lease_until IS NULL OR lease_until < clock_timestamp())
-        ORDER BY id LIMIT w.n
-        FOR UPDATE SKIP LOCKED) AS c
+        SELECT x.id FROM {s}.urls x
+        WHERE x.host = w.host AND x.state = 0
+          AND (x.owner IS NULL OR NOT EXISTS (
+                SELECT 1 FROM {s}.owners o
+                WHERE o.owner = x.owner AND o.lease_until >= clock_timestamp()))
+        ORDER BY x.id LIMIT w.n
+        FOR UPDATE OF x SKIP LOCKED) AS c
 ) AS pick
 WHERE u.id = pick.id
 RETURNING u.id, u.url, u.host, u.depth, u.parent, u.kind
 """
-_RENEW_URLS = """
-UPDATE {s}.urls SET lease_until = clock_timestamp() + make_interval(secs => $2)
-WHERE owner = $1 AND state = 0
+# A process's lease on all its URLs; a claim creates it, only heartbeats push it forward.
+_OWNER = """
+INSERT INTO {s}.owners (owner, lease_until)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+ON CONFLICT (owner) DO NOTHING
+"""
+_RENEW_OWNER = """
+INSERT INTO {s}.owners (owner, lease_until)
+VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until
+"""
+# owners of processes gone for an hour: their URLs were claimable since; forget them
+_FORGET_OWNERS = """
+DELETE FROM {s}.owners WHERE lease_until < clock_timestamp() - interval '1 hour'
 """
 _LOCK_OWNED = "SELECT host FROM {s}.hosts WHERE owner = $1 ORDER BY host FOR UPDATE"
 _LOCK_NAMED = ("SELECT host FROM {s}.hosts WHERE host = ANY($2::text[]) AND owner = $1 "
@@ -136,8 +155,9 @@ WHERE h.host = t.host AND h.owner = $1
 _RENEW_HOSTS = """
 UPDATE {s}.hosts SET lease_until = clock_timestamp() + make_interval(secs => $2)
 WHERE owner = $1
+RETURNING host
 """
-_RETURN_URLS = "UPDATE {s}.urls SET owner = NULL, lease_until = NULL WHERE owner = $1 AND state = 0"
+_RETURN_URLS = "UPDATE {s}.urls SET owner = NULL WHERE owner = $1 AND state = 0"
 
 
 def _host_arrays(hosts: Sequence[HostState]) -> list[Any]:
@@ -196,8 +216,9 @@ class LeaseMixin:
             urls: list[PendingRow] = []
             if ask:
                 keys = sorted(ask)
+                await conn.execute(self._sql(_OWNER), self.owner, self._ttl)
                 got = await conn.fetch(self._sql(CLAIM_URLS), keys, [ask[k] for k in keys],
-                                       self.owner, self._ttl)
+                                       self.owner)
                 urls = sorted((PendingRow(*r) for r in got), key=lambda p: p.id)
         per_host: dict[str, int] = {}
         for p in urls:
@@ -205,16 +226,20 @@ class LeaseMixin:
         short = frozenset(k for k, n in ask.items() if per_host.get(k, 0) < n)
         return Claim(acquired, urls, short)
 
-    async def heartbeat(self, hosts: Sequence[HostState]) -> None:
-        """Push every lease of this owner forward, and save the politeness of ``hosts``."""
+    async def heartbeat(self, hosts: Sequence[HostState]) -> set[str]:
+        """Push every lease of this owner forward, save the politeness of ``hosts``, and
+        return the hosts this owner still holds."""
         assert self.owner is not None
         async with self._conn() as conn, conn.transaction():
+            await conn.execute(self._sql(_RENEW_OWNER), self.owner, self._ttl)
             await conn.execute(self._sql(_LOCK_OWNED), self.owner)
-            await conn.execute(self._sql(_RENEW_HOSTS), self.owner, self._ttl)
+            held = {r[0] for r in await conn.fetch(self._sql(_RENEW_HOSTS), self.owner,
+                                                   self._ttl)}
             if hosts:
                 await conn.execute(self._sql(_SAVE_HOSTS), self.owner, self._ttl,
                                    *_host_arrays(hosts), False)
-            await conn.execute(self._sql(_RENEW_URLS), self.owner, self._ttl)
+            await conn.execute(self._sql(_FORGET_OWNERS))
+        return held
 
     async def release_hosts(self, hosts: Sequence[HostState]) -> None:
         """Give up ``hosts`` (idle here), saving their politeness for the next owner."""
@@ -240,6 +265,8 @@ class LeaseMixin:
             await conn.execute(self._sql(
                 "UPDATE {s}.hosts SET owner = NULL, lease_until = NULL, "
                 "turn_at = clock_timestamp() WHERE owner = $1"), self.owner)
+            await conn.execute(self._sql("DELETE FROM {s}.owners WHERE owner = $1"),
+                               self.owner)
 
     async def last_seq(self) -> int:
         """The highest record seq committed so far (0 for none)."""

@@ -41,7 +41,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from shoal.errors import ConfigError, StoreError
 from shoal.store.base import DoneUrl, NewUrl, PendingRow, Sink
-from shoal.store.pg_leases import HOSTS_PENDING, MIGRATION, LeaseMixin
+from shoal.store.pg_leases import HOSTS_PENDING, MIGRATION, MIGRATION_3, LeaseMixin
 
 T = TypeVar("T")
 
@@ -75,6 +75,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: the shared frontier: URL and host leases, per-host politeness (pg_leases.py)
     MIGRATION,
+    # 3: one lease deadline per process for all its URLs
+    MIGRATION_3,
 )
 COPY_AT = 1_000  # URLs added at once from which they are loaded with COPY
 
