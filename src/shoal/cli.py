@@ -55,6 +55,12 @@ def fetch_options(f: Any) -> Any:
         click.option("--job", metavar="NAME", default=None,
                      help="With a PostgreSQL --db: the run's name there (default: derived "
                           "from the input)."),
+        click.option("--lease", type=float, default=None, metavar="S",
+                     help="With a PostgreSQL --db: seconds this process's claims stay its own "
+                          "without a heartbeat (default: --timeout + 30)."),
+        click.option("--host-turn", type=float, default=20.0, metavar="S",
+                     help="With a PostgreSQL --db: seconds this process keeps a host before "
+                          "offering it to the workers.  [default: 20]"),
         click.option("--fresh", is_flag=True,
                      help="Forget any earlier run in the state database and start over."),
         click.option("--concurrency", type=int, default=100, show_default=True,
@@ -316,8 +322,11 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     output_path, state_path = _paths(kw)
     temp_dir = None
     store: Store
+    shared = None
     if state_path is not None and state_path.startswith(("postgresql://", "postgres://")):
+        from shoal.engine.engine import SharedRun
         from shoal.store.postgres import PostgresStore
+        from shoal.worker import is_solo, job_meta, owner_id
 
         if config.workers > 1:
             _fail("--workers shares one SQLite state file; with a PostgreSQL --db, start "
@@ -326,6 +335,10 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
             store = PostgresStore(state_path, name=kw.get("job") or _job_name(source, crawl))
         except UsageError as exc:
             _fail(str(exc))
+        _check_shared_flags(kw.get("lease"), kw.get("host_turn", 20.0))
+        if not is_solo(crawl):  # `shoal worker` processes may join it
+            shared = SharedRun(owner=owner_id(None), meta=job_meta(config, crawl, seeds),
+                               lease=kw.get("lease"), turn=kw.get("host_turn", 20.0))
     else:
         if state_path is None:  # standard output: the state lives only as long as the run
             temp_dir = tempfile.TemporaryDirectory(prefix="shoal-")
@@ -339,7 +352,8 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     def progress(get_stats: Any) -> Any:
         return ProgressReporter(get_stats=get_stats, quiet=quiet, label=mode).run()
 
-    engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress)
+    engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress,
+                    shared=shared)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals = 0
@@ -453,6 +467,101 @@ def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running
     if not started:
         _fail("the service did not start (see the messages above)")
     click.echo("shoal: service stopped; running jobs resume at the next start", err=True)
+
+@click.option("--db", required=True, metavar="postgresql://...",
+              help="The PostgreSQL database whose jobs to work on.")
+@click.option("--concurrency", type=int, default=100, show_default=True,
+              help="Requests in flight at most, per job joined.")
+@click.option("--name", default=None,
+              help="This worker's name in leases and logs (default: the host name).")
+@click.option("--lease", type=float, default=None, metavar="S",
+              help="Seconds a claimed URL or host stays this worker's without a heartbeat; "
+                   "others take it over after. Default: the job's --timeout + 30 (at least "
+                   "--timeout + 5).")
+@click.option("--host-turn", type=float, default=20.0, show_default=True, metavar="S",
+              help="Seconds a worker keeps a host before it drains it and offers it to "
+                   "the others.")
+@click.option("--pool-size", type=int, default=4, show_default=True,
+              help="Database connections per job joined.")
+@click.option("--exit-when-done", is_flag=True,
+              help="Exit (code 0) once no job in the database has work left.")
+@click.option("-q", "--quiet", is_flag=True, help="Do not log joining and leaving jobs.")
+def worker(db: str, concurrency: int, name: str | None, lease: float | None,
+           host_turn: float, pool_size: int, exit_when_done: bool, quiet: bool) -> None:
+    """Work on every job in a PostgreSQL database, alongside any number of other workers.
+
+    Jobs are submitted by `shoal fetch` or `shoal crawl` with `--db postgresql://...`
+    (which work on them too, and write every record of the job to their output). Workers
+    can join or leave at any time. SIGINT or SIGTERM: finish requests in flight (5 s at
+    most), return the rest to the others, exit 130; a second signal stops at once (its
+    leases then run out and others take its URLs over). With --exit-when-done, exit 0
+    once nothing is left to do.
+    """
+    from shoal._runtime import run, tune_gc, tune_malloc
+    from shoal.worker import Worker
+
+    if not db.startswith(("postgresql://", "postgres://")):
+        _fail(f"--db {db!r}: a worker needs a postgresql:// URL")
+    if not 1 <= concurrency <= 100_000:
+        _fail(f"--concurrency must be between 1 and 100000, got {concurrency}")
+    if not 1 <= pool_size <= 1000:
+        _fail(f"--pool-size must be between 1 and 1000, got {pool_size}")
+    _check_shared_flags(lease, host_turn)
+    if name is not None and (not name.isprintable() or not 1 <= len(name) <= 100):
+        _fail("--name must be 1 to 100 printable characters")
+
+    def log(line: str) -> None:
+        if not quiet:
+            click.echo(f"shoal worker: {line}", err=True)
+
+    async def main() -> int:
+        w = Worker(db, concurrency=concurrency, name=name, lease=lease, turn=host_turn,
+                   pool_size=pool_size, exit_when_done=exit_when_done, log=log)
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log(f"{signal.Signals(signum).name}: finishing requests in flight and "
+                    "returning the rest (again to stop at once)")
+                w.request_stop()
+            elif main_task is not None:
+                main_task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        log(f"{w.owner} working on {_display(db)}")
+        try:
+            stopped = await w.run()
+        except asyncio.CancelledError:
+            log("stopped at once; its leases run out and others take its URLs over")
+            return EXIT_INTERRUPTED
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        log(f"{'stopped' if stopped else 'nothing left to do'}; {w.records} records "
+            "fetched here")
+        return EXIT_INTERRUPTED if stopped else EXIT_OK
+
+    tune_malloc()
+    tune_gc()
+    sys.exit(run(main))
+
+
+def _check_shared_flags(lease: float | None, host_turn: float) -> None:
+    if lease is not None and not 1 <= lease <= 86_400:
+        _fail(f"--lease must be between 1 and 86400 seconds, got {lease:g}")
+    if not 0.1 <= host_turn <= 86_400:
+        _fail(f"--host-turn must be between 0.1 and 86400 seconds, got {host_turn:g}")
+
+
+def _display(dsn: str) -> str:
+    from shoal.store.postgres import display_dsn
+
+    return display_dsn(dsn, "").rstrip("#")
 
 
 @cli.group()

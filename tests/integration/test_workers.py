@@ -1,178 +1,244 @@
-"""``shoal fetch --workers N``: one run over N processes that own disjoint shares of hosts."""
+"""Many `shoal worker` processes on one job in PostgreSQL: leases, deaths, politeness.
+
+Real PostgreSQL (SHOAL_TEST_POSTGRES_URL; these fail, not skip, under CI), real loopback
+servers whose own logs are checked, real `shoal` subprocesses.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections import Counter
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
-from aiohttp import web
 
-from shoal.engine.shards import shard_of
-from tests.conftest import read_records, run_shoal, shoal_cmd, write_urls
-from tests.servers import RequestLog, html_page, sites
+from tests.conftest import read_records, shoal_cmd, write_urls
+from tests.servers import RequestLog, html_page, robots_txt, sites, slow
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 
-def pages(n: int, *, delay: float = 0.0) -> dict[str, object]:
-    async def page(request: web.Request) -> web.Response:
-        if delay:
-            await asyncio.sleep(delay)
-        return web.Response(text=html_page(f"Page {request.path}", ["/a"]),
-                            content_type="text/html")
-
-    return {f"/p/{i}": page for i in range(n)}
-
-
-def _children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (Linux /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+def postgres_url() -> str:
+    url = os.environ.get("SHOAL_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
+        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
+    return url
 
 
-def _alive(pid: int) -> bool:
+@pytest.fixture
+async def pg() -> AsyncIterator[tuple[str, str]]:
+    """(database URL, a fresh job name); the job's schema is dropped afterwards."""
+    dsn = postgres_url()
+    job = "w" + uuid.uuid4().hex[:12]
+    yield dsn, job
+    conn = await asyncpg.connect(dsn)
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+        await conn.execute(f'DROP SCHEMA IF EXISTS "shoal_{job}" CASCADE')
+    finally:
+        await conn.close()
 
 
-async def _wait_for_lines(path: Path, n: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(1500):
-        if proc.returncode is not None:
-            return
-        if path.exists() and path.read_bytes().count(b"\n") >= n:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{path} never reached {n} lines")
+class Procs:
+    """shoal subprocesses of one test; any still running at the end are killed."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.log_dir = log_dir
+
+    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        err = open(self.log_dir / f"{name}.err", "wb")  # noqa: SIM115 - the child owns it
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL, stderr=err,
+                env={**os.environ, "COLUMNS": "120"})
+        finally:
+            err.close()
+        self.procs.append(proc)
+        return proc
+
+    def stderr(self, name: str) -> str:
+        return (self.log_dir / f"{name}.err").read_text()
+
+    async def close(self) -> None:
+        for p in self.procs:
+            if p.returncode is None:
+                p.kill()
+            await p.wait()
 
 
-async def _wait_gone(pids: list[int], seconds: float) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if not any(_alive(p) for p in pids):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"processes {pids} outlived their leader")
+@contextlib.asynccontextmanager
+async def procs(tmp_path: Path) -> AsyncIterator[Procs]:
+    ps = Procs(tmp_path)
+    try:
+        yield ps
+    finally:
+        await ps.close()
 
 
-async def test_workers_share_hosts_and_write_one_record_per_url(tmp_path: Path) -> None:
+async def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def wait_for(dsn: str, sql: str, ok: object = True, *, within: float = 60) -> None:
+    """Poll ``sql`` (first column of the first row) until it equals ``ok``, bounded."""
+    async with asyncio.timeout(within):
+        while True:
+            with contextlib.suppress(asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+                rows = await query(dsn, sql)
+                if rows and rows[0][0] == ok:
+                    return
+            await asyncio.sleep(0.1)
+
+
+def worker_args(dsn: str, name: str, *extra: str) -> list[str]:
+    return ["worker", "--db", dsn, "--name", name, "--exit-when-done", *extra]
+
+
+async def test_three_workers_one_killed_every_url_has_exactly_one_record(
+        tmp_path: Path, pg: tuple[str, str]) -> None:
+    dsn, job = pg
+    s = f'"shoal_{job}"'
+    routes = {f"/p/{i}": slow(0.15, html_page(f"p{i}")) for i in range(25)}
     log = RequestLog()
-    async with sites(6, pages(30, delay=0.01), log=log) as hosts:
-        urls = [h.url(f"/p/{i}") for h in hosts for i in range(30)]
-        inp = write_urls(tmp_path / "u.txt", [*urls, "not a url", urls[0]])
+    async with sites(12, routes, log=log) as srvs, procs(tmp_path) as ps:
+        urls = [srv.url(f"/p/{i}") for srv in srvs for i in range(25)]
+        inp = write_urls(tmp_path / "urls.txt", urls)
         out = tmp_path / "out.jsonl"
-        run = await run_shoal("fetch", str(inp), "-o", str(out), "-q", "--workers", "3",
-                              "--per-host", "2", "--concurrency", "12")
-    assert run.code == 0, run.stderr
-    assert "Traceback" not in run.stderr
-    recs = read_records(out)
-    assert Counter(r["url"] for r in recs) == Counter([*urls, "not a url"])
-    assert all(r["status"] == 200 for r in recs if r["url"] != "not a url")
-    assert "181 records this run" in run.stderr  # the summary counts every process's records
-    for h in hosts:
-        assert log.max_in_flight(h.netloc) <= 2
-    assert log.max_in_flight() <= 12  # --concurrency is shared out, not multiplied
-    # the hosts really were spread over more than one process
-    assert len({shard_of(f"http://{h.netloc}", 3) for h in hosts}) > 1
-    again = await run_shoal("fetch", str(inp), "-o", str(out), "-q", "--workers", "3")
-    assert again.code == 0 and "nothing to do" in again.stderr
+        submit = await ps.start("submit", "fetch", str(inp), "-o", str(out), "-q", "--db", dsn,
+                                "--job", job, "--concurrency", "2", "--timeout", "2",
+                                "--no-robots")
+        await wait_for(dsn, f"SELECT value FROM {s}.meta WHERE key = 'shared'", "1")
+        workers = [await ps.start(f"w{n}", *worker_args(dsn, f"w{n}", "--concurrency", "4",
+                                                        "--lease", "6", "-q"))
+                   for n in range(3)]
+        # midway: kill the worker holding the most leases on URLs not yet done
+        await wait_for(dsn, f"SELECT count(*) >= 60 FROM {s}.urls WHERE state = 2")
+        await wait_for(dsn, f"SELECT count(DISTINCT owner) >= 3 FROM {s}.urls "
+                            "WHERE state = 0 AND owner LIKE 'w%'")
+        held = await query(dsn, f"SELECT owner, count(*) FROM {s}.urls WHERE state = 0 "
+                                "AND owner LIKE 'w%' GROUP BY owner ORDER BY 2 DESC")
+        victim_owner, victim_held = held[0][0], held[0][1]
+        victim = workers[int(victim_owner[1])]
+        victim.send_signal(signal.SIGKILL)
+        assert await victim.wait() == -signal.SIGKILL
+        assert victim_held > 0
+        async with asyncio.timeout(120):
+            assert await submit.wait() == 0, ps.stderr("submit")
+            codes = [await w.wait() for w in workers]
+    assert sorted(codes) == sorted([0, 0, -signal.SIGKILL]), [ps.stderr(f"w{n}")
+                                                              for n in range(3)]
+    records = read_records(out)
+    assert sorted(str(r["url"]) for r in records) == sorted(urls)  # each once, none lost
+    assert {r["status"] for r in records} == {200}
+    rows = await query(dsn, f"SELECT count(*) FILTER (WHERE state = 2), count(*), "
+                            f"count(*) FILTER (WHERE owner = $1) FROM {s}.urls", victim_owner)
+    assert rows[0][0] == rows[0][1] == len(urls)
+    # what the dead worker held was finished by the others, once
+    done_by = await query(dsn, f"SELECT owner, count(*) FROM {s}.urls GROUP BY owner")
+    assert len(done_by) >= 3, done_by
+    for n in range(3):
+        for line in ps.stderr(f"w{n}").splitlines():
+            assert "Traceback" not in line
 
 
-async def test_killed_leader_takes_its_workers_with_it_and_a_rerun_completes(
-        tmp_path: Path) -> None:
-    async with sites(4, pages(150, delay=0.02)) as hosts:
-        urls = [h.url(f"/p/{i}") for h in hosts for i in range(150)]
-        inp = write_urls(tmp_path / "u.txt", urls)
+async def test_politeness_holds_across_workers(tmp_path: Path, pg: tuple[str, str]) -> None:
+    dsn, job = pg
+    s = f'"shoal_{job}"'
+    per_host, delay = 2, 0.25
+    log = RequestLog()
+    pages = {f"/p/{i}": slow(0.3, html_page(f"p{i}")) for i in range(16)}
+    # the last host asks for more than --delay in robots.txt: every worker must honour it
+    routes = [pages, pages, {**pages, "/robots.txt": robots_txt(crawl_delay=0.5)}]
+    async with sites(3, routes, log=log) as srvs, procs(tmp_path) as ps:
+        urls = [srv.url(f"/p/{i}") for srv in srvs for i in range(16)]
+        inp = write_urls(tmp_path / "urls.txt", urls)
         out = tmp_path / "out.jsonl"
-        args = ["fetch", str(inp), "-o", str(out), "-q", "--workers", "2", "--per-host", "2"]
-        proc = await asyncio.create_subprocess_exec(
-            *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
-        await _wait_for_lines(out, 50, proc)
-        followers = _children(proc.pid)
-        assert followers, "no worker process was started"
-        proc.kill()
-        await proc.wait()
-        await _wait_gone(followers, 15)
-        run = await run_shoal(*args)
-        assert run.code == 0, run.stderr
-    recs = read_records(out)
-    assert Counter(r["url"] for r in recs) == Counter(urls)  # none lost, none twice
+        submit = await ps.start("submit", "fetch", str(inp), "-o", str(out), "-q", "--db", dsn,
+                                "--job", job, "--concurrency", "1", "--per-host",
+                                str(per_host), "--delay", str(delay), "--timeout", "5",
+                                "--host-turn", "0.5")
+        await wait_for(dsn, f"SELECT value FROM {s}.meta WHERE key = 'shared'", "1")
+        workers = [await ps.start(f"w{n}", *worker_args(dsn, f"w{n}", "--concurrency", "2",
+                                                        "--host-turn", "0.5", "-q"))
+                   for n in range(3)]
+        async with asyncio.timeout(150):
+            assert await submit.wait() == 0, ps.stderr("submit")
+            assert [await w.wait() for w in workers] == [0, 0, 0], [
+                ps.stderr(f"w{n}") for n in range(3)]
+    assert sorted(str(r["url"]) for r in read_records(out)) == sorted(urls)
+    for srv in srvs:
+        host = srv.netloc
+        assert log.max_in_flight(host) <= per_host, host
+        gap = 0.5 if srv is srvs[2] else delay
+        assert log.min_gap(host) >= gap, (host, log.min_gap(host))
+        assert log.count(host, "/robots.txt") == 1, host  # fetched once, kept in the database
+    # the hosts really were shared: several processes fetched from each
+    owners = await query(dsn, f"SELECT host, count(DISTINCT owner) FROM {s}.urls GROUP BY host")
+    assert all(n >= 2 for _, n in owners), owners
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-async def test_interrupted_workers_save_state_and_exit_130(tmp_path: Path,
-                                                           sig: signal.Signals) -> None:
-    async with sites(4, pages(100, delay=0.02)) as hosts:
-        urls = [h.url(f"/p/{i}") for h in hosts for i in range(100)]
-        inp = write_urls(tmp_path / "u.txt", urls)
+async def test_sigterm_returns_the_workers_leases(tmp_path: Path, pg: tuple[str, str]) -> None:
+    dsn, job = pg
+    s = f'"shoal_{job}"'
+    log = RequestLog()
+    routes = {f"/p/{i}": slow(0.3, html_page(f"p{i}")) for i in range(8)}
+    async with sites(4, routes, log=log) as srvs, procs(tmp_path) as ps:
+        urls = [srv.url(f"/p/{i}") for srv in srvs for i in range(8)]
+        inp = write_urls(tmp_path / "urls.txt", urls)
         out = tmp_path / "out.jsonl"
-        args = ["fetch", str(inp), "-o", str(out), "-q", "--workers", "2", "--per-host", "2"]
-        proc = await asyncio.create_subprocess_exec(
-            *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        await _wait_for_lines(out, 40, proc)
-        followers = _children(proc.pid)
-        proc.send_signal(sig)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 130, err.decode()
-        assert "Traceback" not in err.decode()
-        await _wait_gone(followers, 5)
-        partial = read_records(out)
-        assert 0 < len(partial) < len(urls)
-        assert len({r["url"] for r in partial}) == len(partial)
-        run = await run_shoal(*args)
-        assert run.code == 0, run.stderr
-    assert Counter(r["url"] for r in read_records(out)) == Counter(urls)
+        submit = await ps.start("submit", "fetch", str(inp), "-o", str(out), "-q", "--db", dsn,
+                                "--job", job, "--concurrency", "2", "--no-robots")
+        await wait_for(dsn, f"SELECT value FROM {s}.meta WHERE key = 'shared'", "1")
+        worker = await ps.start("w0", "worker", "--db", dsn, "--name", "w0",
+                                "--concurrency", "8")
+        await wait_for(dsn, f"SELECT count(*) > 0 FROM {s}.urls "
+                            "WHERE state = 0 AND owner LIKE 'w0:%'")
+        await asyncio.wait_for(log.wait_started(3), 30)
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 30) == 130
+        # nothing of the job stays with it: URLs back to pending, hosts free
+        left = await query(dsn, f"SELECT count(*) FROM {s}.urls WHERE state = 0 "
+                                "AND owner LIKE 'w0:%'")
+        owned = await query(dsn, f"SELECT count(*) FROM {s}.hosts WHERE owner LIKE 'w0:%'")
+        assert left[0][0] == 0 and owned[0][0] == 0
+        assert "returning the rest" in ps.stderr("w0")
+        assert await asyncio.wait_for(submit.wait(), 90) == 0, ps.stderr("submit")
+    assert sorted(str(r["url"]) for r in read_records(out)) == sorted(urls)
 
 
-async def test_a_dead_worker_fails_the_run_and_a_rerun_completes(tmp_path: Path) -> None:
-    async with sites(4, pages(100, delay=0.02)) as hosts:
-        urls = [h.url(f"/p/{i}") for h in hosts for i in range(100)]
-        inp = write_urls(tmp_path / "u.txt", urls)
+async def test_a_crawl_is_shared_with_workers(tmp_path: Path, pg: tuple[str, str]) -> None:
+    dsn, job = pg
+    s = f'"shoal_{job}"'
+    routes = {f"/p/{i}": slow(0.05, html_page(f"p{i}", [f"/p/{i + 1}", f"/p/{(2 * i) % 30}",
+                                                        "http://127.0.0.1:9/elsewhere"]))
+              for i in range(30)}
+    async with sites(2, routes) as srvs, procs(tmp_path) as ps:
+        seeds = [srv.url("/p/0") for srv in srvs]
         out = tmp_path / "out.jsonl"
-        args = ["fetch", str(inp), "-o", str(out), "-q", "--workers", "2", "--per-host", "2"]
-        proc = await asyncio.create_subprocess_exec(
-            *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        await _wait_for_lines(out, 40, proc)
-        (follower,) = _children(proc.pid)
-        os.kill(follower, signal.SIGKILL)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 1, err.decode()
-        message = err.decode()
-        assert "worker process 1" in message and "re-run" in message
-        assert "Traceback" not in message
-        run = await run_shoal(*args)
-        assert run.code == 0, run.stderr
-    assert Counter(r["url"] for r in read_records(out)) == Counter(urls)
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["--workers", "0"], "--workers must be between 1 and 64"),
-    (["--workers", "2", "--db", "postgresql://nobody@127.0.0.1:1/none"], "--workers"),
-])
-async def test_bad_workers_values_are_usage_errors(tmp_path: Path, args: list[str],
-                                                   message: str) -> None:
-    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
-    run = await run_shoal("fetch", str(inp), "-o", str(tmp_path / "o.jsonl"), *args)
-    assert run.code == 2 and message in run.stderr and "Traceback" not in run.stderr
-
-
-async def test_crawl_has_no_workers_flag() -> None:
-    run = await run_shoal("crawl", "http://127.0.0.1:9/", "--workers", "2")
-    assert run.code == 2 and "--workers" in run.stderr
+        submit = await ps.start("submit", "crawl", *seeds, "-o", str(out), "-q", "--db", dsn,
+                                "--job", job, "--concurrency", "2", "--no-robots",
+                                "--host-turn", "0.5")
+        await wait_for(dsn, f"SELECT value FROM {s}.meta WHERE key = 'shared'", "1")
+        workers = [await ps.start(f"w{n}", *worker_args(dsn, f"w{n}", "--concurrency", "2",
+                                                        "--host-turn", "0.5", "-q"))
+                   for n in range(2)]
+        async with asyncio.timeout(120):
+            assert await submit.wait() == 0, ps.stderr("submit")
+            assert [await w.wait() for w in workers] == [0, 0]
+    records = read_records(out)
+    want = sorted(srv.url(f"/p/{i}") for srv in srvs for i in range(31))  # /p/30: a 404
+    assert sorted(str(r["url"]) for r in records) == want
+    assert all(r["parent"] is not None for r in records if r["depth"] != 0)
+    owners = await query(dsn, f"SELECT count(DISTINCT owner) FROM {s}.urls")
+    assert owners[0][0] >= 2  # workers fetched part of it

@@ -29,6 +29,7 @@ class RobotsPolicy:
     token: str = "shoal"
     reason: str = ""
     fetch_error: FetchError | None = None  # the host cannot be reached at all (DNS)
+    source: tuple[int, bytes] | None = None  # the response it came from (status, body)
     _parser: Protego | None = field(default=None, repr=False)
 
     @classmethod
@@ -42,6 +43,12 @@ class RobotsPolicy:
     @classmethod
     def from_response(cls, status: int, body: bytes, *, token: str) -> RobotsPolicy:
         """The policy for a final (non-redirect) robots.txt response, RFC 9309 2.3.1."""
+        policy = cls._from_response(status, body, token=token)
+        policy.source = (status, bytes(body[:MAX_ROBOTS_BYTES]))
+        return policy
+
+    @classmethod
+    def _from_response(cls, status: int, body: bytes, *, token: str) -> RobotsPolicy:
         if 200 <= status < 300:
             text = body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
             parser = Protego.parse(text)

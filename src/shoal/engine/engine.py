@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -29,21 +29,33 @@ from shoal.engine.lag import LagMonitor
 from shoal.engine.offload import Offload
 from shoal.engine.scheduler import Host, Job, Scheduler
 from shoal.engine.shards import Followers, Shard
+from shoal.engine.shared import HOST_TURN, Leases, lease_for
 from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
 from shoal.errors import FetchError, StoreError, WorkerError
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
-from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
+from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, SharedStore, Store
 
 LOAD_BATCH = 5_000
 NORMALIZE_SLICE = 250  # input lines normalised between two turns of the loop
 WRITE_BATCH = 1_000
 WRITE_INTERVAL = 0.25
-TAIL_INTERVAL = 0.2  # --workers: how often the leader appends other processes' records
+TAIL_INTERVAL = 0.2  # how often records committed by other processes are appended
 RATE_WINDOW = 10.0  # seconds the "pages per second" figure looks back
 STOP_GRACE = 5.0  # seconds requests in flight may take to finish after SIGINT/SIGTERM
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRun:
+    """How this process takes part in a job shared through PostgreSQL."""
+
+    owner: str  # unique among the processes on the job
+    lease: float | None = None  # seconds; default --timeout + 30
+    submit: bool = True  # load the input (the submitting process); workers only join
+    meta: dict[str, str] | None = None  # what workers need to run the job (config, crawl)
+    turn: float = HOST_TURN  # seconds a host is kept before it is offered to others
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,7 @@ class Engine:
         progress: Callable[[Callable[[], Statistics]], Coroutine[Any, Any, None]] | None = None,
         fetcher: Fetcher | None = None,
         shard: Shard | None = None,
+        shared: SharedRun | None = None,
     ) -> None:
         self._run_config = config  # as given: what followers are started with
         # --workers N: the leader (shard 0) loads the input and writes every process's
@@ -88,6 +101,7 @@ class Engine:
                                                     + (i < config.concurrency % n)))
         self.config = config
         self._tailing = self._followers is not None  # the tail counts every record
+        self._tail_mode = self._shard is not None or shared is not None  # no sink output
         self.store = store
         self.output = output
         self.mode = "crawl" if crawl is not None else "fetch"
@@ -133,6 +147,17 @@ class Engine:
         self._grace_expired = False
         self._known_at_start = 0
         self._generation = 0  # bumped whenever URLs are added to the frontier
+        # A shared frontier (PostgreSQL): URLs are claimed under leases, not paged, and the
+        # output is written from every record of the job, whoever fetched it.
+        self.shared = shared
+        self._leases: Leases | None = None
+        self._tail_seq = 0
+        if shared is not None:
+            self._leases = Leases(cast(SharedStore, store), self.sched, config,
+                                  owner=shared.owner, ttl=lease_for(config, shared.lease),
+                                  on_lost=lambda: self.request_stop(grace=0),
+                                  turn=shared.turn)
+            self.sched.gate = self._leases.gate
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self, *, grace: float = STOP_GRACE) -> None:
@@ -205,7 +230,7 @@ class Engine:
                                        int(meta.get("out_bytes", "0")))
             await self._replay(out)
         if self._followers is not None:
-            await self.store.set_meta({"input_done": "0"})  # followers wait for the loader
+            await self.store.set_meta({"loaded": "0"})  # followers wait for the loader
             await self._followers.start(self._run_config, self.store.path, self.config.workers)
         total, done = await self.store.counts()
         self._known, self._done_before = total, done
@@ -218,21 +243,30 @@ class Engine:
         self._started = time.monotonic()
         self._rate.append((self._started, 0))
 
+        tail = self._followers is not None or (
+            self.shared is not None and (self.output is not None or self._on_records is not None))
+        if tail:
+            self._tail_seq = self.output.seq if self.output is not None else \
+                await cast(SharedStore, self.store).last_seq()
         fetcher = self._fetcher or Fetcher(self.config)
         try:
             async with fetcher, asyncio.TaskGroup() as tg:
                 self.steps.fetcher = fetcher
                 fetcher.on_sent = self.sched.sent  # pace each host from real request starts
                 monitors = [tg.create_task(self.lag.run(), name="shoal-lag")]
+                if self._leases is not None:
+                    monitors.append(tg.create_task(self._leases.run(), name="shoal-leases"))
+                if tail:
+                    monitors.append(tg.create_task(self._tail(), name="shoal-tail"))
                 if self._progress is not None:
                     monitors.append(tg.create_task(self._progress(self.statistics),
                                                    name="shoal-progress"))
                 helpers = []
                 if source is not None:
                     helpers.append(tg.create_task(self._load(source), name="shoal-loader"))
-                if self._followers is not None:
-                    tail = tg.create_task(self._tail(), name="shoal-tail")
-                feeder = tg.create_task(self._feed(), name="shoal-feeder")
+                feeder = tg.create_task(
+                    self._feed() if self._leases is None else self._feed_shared(),
+                    name="shoal-feeder")
                 self._workers_task = tg.create_task(self._work(), name="shoal-workers")
                 writer = tg.create_task(self._write(), name="shoal-writer")
                 try:
@@ -246,22 +280,30 @@ class Engine:
                 await writer
                 if self._followers is not None:
                     await self._followers.wait()  # they finish their hosts; tail goes on
-                    tail.cancel()
                 for t in (*helpers, feeder, *monitors):
                     t.cancel()
             if self._followers is not None:
                 await self._tail_once()  # the last records any process committed
                 if (failed := self._followers.failed()) is not None:
                     raise WorkerError(f"{failed}; the state is saved: re-run the same "
-                                     "command to resume")
+                                      "command to resume")
+            elif tail and not self._stop_requested:
+                await self._tail_once()  # the job is done: every record of it
         finally:
             if self._followers is not None:
                 await self._followers.close()
+            if self._leases is not None:
+                with contextlib.suppress(StoreError):  # else they run out on their own
+                    await asyncio.shield(self._leases.release_all())
             if source is not None:
                 await self.store.in_thread(source.close)
             self._offload.close()
             if self.output is not None:
                 await self.store.in_thread(self._close_output)
+        if self._leases is not None and self._leases.lost:
+            raise StoreError(f"{self.store.path}: lost this process's leases (no heartbeat "
+                             f"reached the database for {self._leases.ttl:.0f} s); other "
+                             "processes take its URLs over")
         stats = self.statistics()
         return RunResult(stats=stats, interrupted=self._stop_requested,
                          nothing_to_do=self._done == 0 and self._known == self._known_at_start
@@ -273,8 +315,10 @@ class Engine:
     async def _check_meta(self, source: Source) -> None:
         meta = await self.store.get_meta()
         if not meta:
-            await self.store.set_meta({"mode": self.mode, "input": source.name,
-                                       "created": utc_now_iso()})
+            values = {"mode": self.mode, "input": source.name, "created": utc_now_iso()}
+            if self.shared is not None:
+                values.update(self.shared.meta or {})
+            await self.store.set_meta(values)
             return
         if meta.get("mode") != self.mode or meta.get("input") != source.name:
             raise StoreError(
@@ -295,8 +339,8 @@ class Engine:
 
     def _sink(self, rows: list[tuple[int, bytes]]) -> None:
         """After a commit, on the store thread: append to the output, tell the library."""
-        if self._shard is not None:
-            return  # --workers: the leader's tail writes every process's records in order
+        if self._tail_mode:
+            return  # the tail writes every record of the job (or of every --workers process)
         self._deliver(rows)
 
     def _deliver(self, rows: list[tuple[int, bytes]]) -> None:
@@ -306,8 +350,41 @@ class Engine:
         if self._on_records is not None:
             self._on_records(rows)
 
+    # -- tail: records of every process (a shared job, --workers) -> output ---------------
+    async def _tail(self) -> None:
+        """Append records as they are committed, whoever fetched them; with --workers,
+        stop everything if a follower died."""
+        while True:
+            await self._tail_once()
+            if (self._followers is not None and self._followers.failed() is not None
+                    and not self._stop_requested):
+                self.request_stop(grace=0.0)
+            await asyncio.sleep(TAIL_INTERVAL)
+
+    async def _tail_once(self) -> None:
+        wrote = False
+        while rows := await self.store.records_after(self._tail_seq):
+            self._tail_seq = rows[-1][0]
+            await self.store.in_thread(self._deliver, rows)
+            wrote = True
+            if self._tailing:  # --workers: the summary counts every process's records
+                self._done += len(rows)
+                for _, line in rows:
+                    rec = orjson.loads(line)
+                    if rec["status"] is not None:
+                        self._status[f"{rec['status'] // 100}xx"] += 1
+                    if rec["error"] is not None:
+                        self._errors[rec["error"]["kind"]] += 1
+                    self._bytes += rec["bytes"] or 0
+        if wrote and self.output is not None:
+            await self.store.in_thread(self.output.sync)
+            await self.store.set_meta(self.output.mark())
+
     # -- loader: input -> frontier ----------------------------------------------------------
     async def _load(self, source: Source) -> None:
+        if self.shared is not None and not self.shared.submit:
+            self._input_done = True  # a worker joins a job; its submitter loads the input
+            return
         store = self.store
         crawl = self.mode == "crawl"
         sitemaps = self.crawl is not None and self.crawl.sitemaps
@@ -338,8 +415,8 @@ class Engine:
             self._admitted += len(written)  # records in all: --max-pages counts them too
             self._feeder_wakeup.set()
         if not self._stop_requested:
-            if self._followers is not None:
-                await store.set_meta({"input_done": "1"})
+            if self.shared is not None or self._followers is not None:
+                await store.set_meta({"loaded": "1"})  # others may now tell when it is done
             self._input_done = True
             self._known, _ = await store.counts()
             self._feeder_wakeup.set()
@@ -382,7 +459,7 @@ class Engine:
             elif sched.queued < window:
                 if self._follower and not self._input_done:
                     meta = await store.get_meta()  # the leader's loader says when it is done
-                    self._input_done = meta.get("input_done") == "1"
+                    self._input_done = meta.get("loaded") == "1"
                 # what was known before the query: rows added after it are not in its answer
                 input_done, generation = self._input_done, self._generation
                 rows = await store.next_pending(cursor, min(2_000, window - sched.queued), level)
@@ -416,6 +493,32 @@ class Engine:
                         continue
                     sched.finish()
                     return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await self._feeder_wakeup.wait()
+
+    async def _feed_shared(self) -> None:
+        """Claim URLs under leases while the window has room; finish when the job is done
+        (its input loaded and no URL pending anywhere, here or in another process)."""
+        assert self._leases is not None
+        sched, store, window = self.sched, cast(SharedStore, self.store), \
+            self.config.frontier_window
+        generation = self._generation
+        while not self._stop_requested:
+            self._feeder_wakeup.clear()
+            if generation != self._generation:
+                generation = self._generation
+                self._leases.found_more()
+            rows = await self._leases.claim(window - sched.queued)
+            for row in rows:
+                self._admit(row)
+            if rows and sched.queued < window // 2:
+                continue
+            if (not rows and self._input_done and sched.idle and self._uncommitted == 0
+                    and (await store.get_meta()).get("loaded") == "1"
+                    and not await store.has_pending()):
+                sched.finish()
+                return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await self._feeder_wakeup.wait()
@@ -558,34 +661,6 @@ class Engine:
             self._done += sum(1 for _, line in batch if line is not None)
         self._uncommitted -= len(batch)
         self._feeder_wakeup.set()
-
-    # -- tail (--workers): every process's records -> output ------------------------------
-    async def _tail(self) -> None:
-        """Append what any process committed, in seq order; stop all if a follower died."""
-        assert self._followers is not None
-        while True:
-            await self._tail_once()
-            if self._followers.failed() is not None and not self._stop_requested:
-                self.request_stop(grace=0.0)
-            await asyncio.sleep(TAIL_INTERVAL)
-
-    async def _tail_once(self) -> None:
-        out = self.output
-        assert out is not None
-        wrote = False
-        while rows := await self.store.records_after(out.seq):
-            await self.store.in_thread(self._deliver, rows)
-            wrote = True
-            self._done += len(rows)
-            for _, line in rows:
-                rec = orjson.loads(line)
-                if rec["status"] is not None:
-                    self._status[f"{rec['status'] // 100}xx"] += 1
-                if rec["error"] is not None:
-                    self._errors[rec["error"]["kind"]] += 1
-                self._bytes += rec["bytes"] or 0
-        if wrote:
-            await self.store.set_meta(out.mark())
 
     def _count(self, record: Record) -> None:
         if record.status is not None:

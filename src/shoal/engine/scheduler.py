@@ -132,6 +132,9 @@ class Scheduler:
         self.on_low: Callable[[], None] = lambda: None  # the feeder wants to know
         self.on_refill: Callable[[Host], None] = lambda host: None
         self.host_cap = max(config.per_host * 8, 64)  # URLs of one host held in memory
+        # Shared frontier: whether this process may start requests to a host now (it owns
+        # the host and its leases are fresh); hosts it answers False for wait until poked.
+        self.gate: Callable[[Host], bool] | None = None
 
     # -- adding work ------------------------------------------------------------------------
     def host(self, key: str) -> Host:
@@ -304,6 +307,8 @@ class Scheduler:
 
     def _pop_job(self, h: Host, now: float) -> Job | None:
         """The host's next job if it may start now, else None."""
+        if self.gate is not None and not self.gate(h):
+            return None
         if h.inflight >= self._limit(h):
             return None
         if max(h.next_start, h.paused_until) > now:
@@ -328,10 +333,16 @@ class Scheduler:
             return 1  # one request (robots.txt) until the rules are known
         return self.config.per_host
 
+    def poke(self, h: Host) -> None:
+        """``h`` may start requests again (the gate opened): schedule it if it has work."""
+        self._poke(h)
+
     def _poke(self, h: Host, now: float | None = None) -> None:
         """Schedule ``h`` (ready now, or a timer) if it has work it could start."""
         if h.scheduled or h.inflight >= self._limit(h):
             return
+        if self.gate is not None and (h.queue or h.delayed) and not self.gate(h):
+            return  # poke() again once it may start
         if h.unsent and self.delay_of(h):
             return  # sent() or release() pokes it again
         if h.queue:

@@ -68,3 +68,52 @@ class Store(Protocol):
     async def done_by_host(self) -> dict[str, int]: ...
     async def records_after(self, seq: int, limit: int = 2000) -> list[tuple[int, bytes]]: ...
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """A host's politeness as kept in a shared frontier, times relative to now (seconds).
+
+    ``robots`` is the host's robots.txt as fetched, ``(status, body, note)``: a status of
+    -1 means unreachable (disallow all; ``note`` says why, ``error_kind:message`` when the
+    host itself cannot be reached), -2 allow all for a reason in ``note``; None: unknown.
+    """
+
+    key: str
+    wait: float = 0.0  # until the next request start is allowed
+    paused: float = 0.0  # until a Retry-After pause ends
+    crawl_delay: float = 0.0
+    penalty: float = 0.0
+    robots: tuple[int, bytes, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim got: hosts newly owned (with their state) and leased URLs."""
+
+    hosts: list[HostState]
+    rows: list[PendingRow]
+    short: frozenset[str]  # hosts asked for that gave fewer URLs than asked
+
+
+class SharedStore(Store, Protocol):
+    """A Store many processes work on at once: URLs and hosts are leased, not paged.
+
+    A process owns a host (only the owner starts requests to it, so its limits hold across
+    processes) and leases that host's URLs in batches; both leases have a deadline in the
+    database, which ``heartbeat`` pushes out. A lease that runs out (the process died) is
+    claimed again by another. ``complete`` writes a record only for URLs still leased to
+    this process, so every URL ends with exactly one.
+    """
+
+    owner: str | None
+
+    def start_leases(self, owner: str, ttl: float) -> None: ...
+    async def claim(self, wants: dict[str, int], *, new_hosts: int = 0,
+                    hosts: Sequence[str] = (), delay: float = 0.0, default: int = 64,
+                    skip: Sequence[str] = ()) -> Claim: ...
+    async def heartbeat(self, hosts: Sequence[HostState]) -> set[str]: ...
+    async def release_hosts(self, hosts: Sequence[HostState]) -> None: ...
+    async def release_all(self, hosts: Sequence[HostState]) -> None: ...
+    async def has_pending(self) -> bool: ...
+    async def last_seq(self) -> int: ...

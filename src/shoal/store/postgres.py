@@ -41,6 +41,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from shoal.errors import ConfigError, StoreError
 from shoal.store.base import DoneUrl, NewUrl, PendingRow, Sink
+from shoal.store.pg_leases import HOSTS_PENDING, MIGRATION, MIGRATION_3, LeaseMixin
 
 T = TypeVar("T")
 
@@ -72,7 +73,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX urls_pending_host ON {s}.urls (host, id) WHERE state = 0;
     CREATE UNIQUE INDEX urls_seq ON {s}.urls (seq) WHERE seq IS NOT NULL;
     """,
+    # 2: the shared frontier: URL and host leases, per-host politeness (pg_leases.py)
+    MIGRATION,
+    # 3: one lease deadline per process for all its URLs
+    MIGRATION_3,
 )
+COPY_AT = 1_000  # URLs added at once from which they are loaded with COPY
 
 # url_hash is set on insert: convert_to() is only STABLE, so it cannot be a generated column.
 # A URL already known keeps its row; a shorter path found before it is fetched lowers its
@@ -85,6 +91,23 @@ WITH written AS (
     SELECT t.url, sha256(convert_to(t.url, 'UTF8')), t.host, t.depth, t.parent, t.kind
     FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::smallint[])
          WITH ORDINALITY AS t(url, host, depth, parent, kind, ord)
+    ORDER BY t.ord
+    ON CONFLICT (url_hash) DO UPDATE SET depth = excluded.depth, parent = excluded.parent
+    WHERE urls.state = 0 AND excluded.depth < urls.depth
+    RETURNING xmax = 0 AS inserted)
+SELECT count(*) FILTER (WHERE inserted) FROM written
+"""
+# The same from the rows COPY loaded into the session's staging table.
+_STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS shoal_stage (
+    url text, host text, depth int, parent text, kind smallint, ord bigint
+) ON COMMIT DELETE ROWS
+"""
+_INSERT_STAGED = """
+WITH written AS (
+    INSERT INTO {s}.urls (url, url_hash, host, depth, parent, kind)
+    SELECT t.url, sha256(convert_to(t.url, 'UTF8')), t.host, t.depth, t.parent, t.kind
+    FROM pg_temp.shoal_stage t
     ORDER BY t.ord
     ON CONFLICT (url_hash) DO UPDATE SET depth = excluded.depth, parent = excluded.parent
     WHERE urls.state = 0 AND excluded.depth < urls.depth
@@ -111,12 +134,14 @@ WITH todo AS (
            (SELECT coalesce(max(seq), 0) FROM {s}.urls) + row_number() OVER (ORDER BY t.ord)
                AS seq
     FROM unnest($1::bigint[], $2::bytea[]) WITH ORDINALITY AS t(id, record, ord)
-    JOIN {s}.urls u ON u.id = t.id AND u.state = 0)
+    JOIN {s}.urls u ON u.id = t.id AND u.state = 0
+                   AND ($3::text IS NULL OR u.owner = $3))
 UPDATE {s}.urls SET state = 2, seq = todo.seq, record = todo.record
 FROM todo WHERE urls.id = todo.id AND urls.state = 0
 RETURNING todo.seq, todo.ord
 """
-_SITEMAPS_DONE = "UPDATE {s}.urls SET state = 2 WHERE id = ANY($1::bigint[])"
+_SITEMAPS_DONE = ("UPDATE {s}.urls SET state = 2 WHERE id = ANY($1::bigint[]) AND state = 0 "
+                  "AND ($2::text IS NULL OR owner = $2)")
 _SET_META = """
 INSERT INTO {s}.meta (key, value) SELECT * FROM unnest($1::text[], $2::text[])
 ON CONFLICT (key) DO UPDATE SET value = excluded.value
@@ -131,8 +156,10 @@ _HOST_DEPTH = (f"SELECT {_COLUMNS} FROM {{s}}.urls WHERE state = 0 AND host = $1
                "AND depth <= $4 ORDER BY id LIMIT $3")
 
 
-class PostgresStore:
+class PostgresStore(LeaseMixin):
     """State of one run in one schema of a PostgreSQL database."""
+
+    shared = True  # many processes may work on one job (the SharedStore methods)
 
     def __init__(self, dsn: str, *, name: str = "default", pool_size: int = 4) -> None:
         """Raises ConfigError if ``name`` is not 1-40 letters, digits or underscores."""
@@ -281,7 +308,7 @@ class PostgresStore:
         async with self._write_lock:
             async with self._tx() as conn:
                 if new:
-                    await conn.fetchval(self._sql(_INSERT), *_new_columns(new))
+                    await self._insert(conn, new)
                 if done:
                     keys: dict[str, bytes] = {}
                     for d in done:
@@ -294,6 +321,21 @@ class PostgresStore:
                     await self._set_meta(conn, meta)
             await self._after_commit(sink, written, len(new) + len(done))
         return written
+
+    async def _insert(self, conn: Any, new: Sequence[NewUrl]) -> int:
+        """Add URLs (a big batch through COPY); their hosts have pending URLs again."""
+        columns = _new_columns(new)
+        if len(columns[0]) >= COPY_AT:
+            await conn.execute(_STAGE)
+            await conn.copy_records_to_table(
+                "shoal_stage", schema_name="pg_temp",
+                records=zip(*columns, range(len(columns[0])), strict=True),
+                columns=("url", "host", "depth", "parent", "kind", "ord"))
+            inserted: int = await conn.fetchval(self._sql(_INSERT_STAGED))
+        else:
+            inserted = await conn.fetchval(self._sql(_INSERT), *columns)
+        await conn.execute(self._sql(HOSTS_PENDING), sorted(set(columns[1])))
+        return inserted
 
     async def next_pending(self, after_id: int, limit: int, max_depth: int | None = None
                            ) -> list[PendingRow]:
@@ -336,13 +378,13 @@ class PostgresStore:
         async with self._write_lock:
             async with self._tx() as conn:
                 if sitemaps:  # done, no record of their own
-                    await conn.execute(self._sql(_SITEMAPS_DONE), sitemaps)
+                    await conn.execute(self._sql(_SITEMAPS_DONE), sitemaps, self.owner)
                 if records:
                     lines = list(records.values())
-                    rows = await conn.fetch(self._sql(_DONE), list(records), lines)
+                    rows = await conn.fetch(self._sql(_DONE), list(records), lines, self.owner)
                     written = sorted((r[0], lines[r[1] - 1]) for r in rows)
                 if new:
-                    inserted = await conn.fetchval(self._sql(_INSERT), *_new_columns(new))
+                    inserted = await self._insert(conn, new)
                 if meta:
                     await self._set_meta(conn, meta)
             await self._after_commit(sink, written, len(results) + len(new))
