@@ -27,6 +27,7 @@ from shoal.store.base import HostState, PendingRow, SharedStore
 HOST_TURN = 20.0  # default seconds a host is kept before it is drained and offered to others
 MAX_HOSTS_OWNED = 1_000
 MIN_LEASE_MARGIN = 5.0  # --lease must exceed --timeout by at least this
+IDLE_CLAIM = 0.25  # seconds between two looks for free hosts that found none
 
 
 def lease_for(config: Config, lease: float | None) -> float:
@@ -53,6 +54,7 @@ class Leases:
         self.wanted: set[str] = set()  # hosts that jobs wait for and that we do not own
         self.robots_saved: set[str] = set()
         self.released: dict[str, float] = {}  # hosts given up lately -> when
+        self._idle_until = 0.0  # no free host was found: none asked for until then
         self.lost = False
         self.turn = turn
         # Hosts to own: enough to keep --concurrency busy, and no more, so that processes
@@ -79,22 +81,27 @@ class Leases:
         for key, since in self.owned.items():
             h = sched.hosts.get(key)
             waiting = h.waiting if h is not None else 0
-            if key not in self.short and now - since < self.turn:
-                wants[key] = self._want(h) - waiting
+            want = self._want(h)
+            # refill a host once half its URLs here are gone: claims come in batches
+            if key not in self.short and now - since < self.turn and waiting <= want // 2:
+                wants[key] = want - waiting
         budget = max(0, room)
         for key in sorted(wants, key=wants.__getitem__, reverse=True):
             wants[key] = min(wants[key], budget)
             budget -= wants[key]
         new_hosts = max(0, self.target - len(self.owned)) if budget > 0 else 0
         wanted = sorted(self.wanted - self.owned.keys())
-        if not any(wants.values()) and not new_hosts and not wanted:
-            return []
+        if not any(wants.values()) and not wanted and (not new_hosts or now < self._idle_until):
+            return []  # nothing to ask for, or no host was free a moment ago
         # a host given up is left to the others for one turn
         self.released = {k: t for k, t in self.released.items() if now - t < self.turn}
         async with self._lock:
             got = await self.store.claim(wants, new_hosts=new_hosts, hosts=wanted,
                                          delay=self.config.delay, default=self._want(None),
                                          skip=sorted(self.released))
+        if not got.hosts and new_hosts:
+            # no free host: ask again in a while, not at every request start
+            self._idle_until = time.monotonic() + IDLE_CLAIM
         for state in got.hosts:
             self._take(state)
         self.short |= got.short
@@ -127,6 +134,7 @@ class Leases:
     def found_more(self) -> None:
         """URLs were added (links found): owned hosts may have more to claim."""
         self.short.clear()
+        self._idle_until = 0.0
 
     # -- heartbeat and release --------------------------------------------------------------
     def state(self, key: str) -> HostState:
