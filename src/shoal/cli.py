@@ -468,6 +468,8 @@ def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running
         _fail("the service did not start (see the messages above)")
     click.echo("shoal: service stopped; running jobs resume at the next start", err=True)
 
+
+@cli.command()
 @click.option("--db", required=True, metavar="postgresql://...",
               help="The PostgreSQL database whose jobs to work on.")
 @click.option("--concurrency", type=int, default=100, show_default=True,

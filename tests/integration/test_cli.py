@@ -349,3 +349,11 @@ async def test_output_or_state_naming_the_input_is_refused(tmp_path: Path) -> No
         run = await run_shoal("fetch", str(inp), flag, str(inp))
         assert run.code == 2 and "is the input file" in run.stderr
     assert inp.read_text() == "http://127.0.0.1:9/\n"  # untouched
+
+
+async def test_help_lists_every_command() -> None:
+    run = await run_shoal("--help")
+    assert run.code == 0
+    listed = {line.split()[0] for line in run.stdout.split("Commands:")[1].splitlines()
+              if line.strip()}
+    assert listed == {"crawl", "demo", "export", "fetch", "serve", "token", "worker"}
