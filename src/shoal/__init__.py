@@ -17,6 +17,8 @@ __all__ = [
     "Crawler",
     "ErrorKind",
     "FetchError",
+    "Follow",
+    "Page",
     "Record",
     "RetryPolicy",
     "ShoalError",
@@ -37,6 +39,8 @@ _WHERE = {
     "StoreError": "shoal.errors",
     "UsageError": "shoal.errors",
     "Record": "shoal.records",
+    "Page": "shoal.extract.page",
+    "Follow": "shoal.extract.page",
     "CrawlOptions": "shoal.config",
     "Crawler": "shoal.api",
     "crawl": "shoal.api",
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
         StoreError,
         UsageError,
     )
+    from shoal.extract.page import Follow, Page
     from shoal.records import Record
 
 

@@ -7,7 +7,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +19,7 @@ from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
 from shoal.engine.engine import Engine, RunResult
 from shoal.engine.source import LineSource
+from shoal.extract.router import Handler, Router
 from shoal.output import Output
 from shoal.records import Record
 from shoal.store.base import Store
@@ -49,6 +50,7 @@ class Crawler:
         self._state = None if state is None else str(state)
         self._output = None if output is None else str(output)
         self.last_result: RunResult | None = None
+        self.router = Router()
         self._temp: tempfile.TemporaryDirectory[str] | None = None
 
     async def __aenter__(self) -> Crawler:
@@ -66,6 +68,24 @@ class Crawler:
         if self._temp is None:
             self._temp = tempfile.TemporaryDirectory(prefix="shoal-")
         return str(Path(self._temp.name) / f"state-{os.urandom(4).hex()}.db")
+
+    def route(self, pattern: str, *, cpu: bool = False) -> Callable[[Handler], Handler]:
+        """Decorator: pages whose final URL matches ``pattern`` (``re.search``; the first
+        route that matches wins) go to the decorated handler.
+
+        The handler takes a ``shoal.Page`` and yields dicts (items, stored with the run)
+        and ``page.follow(href)`` (links the crawl follows, within its scope and depth).
+        Usually an ``async def`` generator, run on the event loop; ``cpu=True`` runs a
+        plain module-level generator function in a worker process instead.
+
+        Raises:
+            ConfigError: the pattern does not compile, or a cpu handler cannot be pickled.
+        """
+        def register(handler: Handler) -> Handler:
+            self.router.add(pattern, handler, cpu=cpu)
+            return handler
+
+        return register
 
     def fetch(self, urls: Iterable[str], *, fresh: bool = False,
               name: str = "api") -> AsyncIterator[Record]:
@@ -110,7 +130,8 @@ class Crawler:
 
         seeds = list(urls) if crawl is not None else None
         engine = Engine(self.config, store, output, crawl=crawl, seeds=seeds, on_records=sink,
-                        fetcher=Fetcher(self.config, resolver=self._resolver))
+                        fetcher=Fetcher(self.config, resolver=self._resolver),
+                        router=self.router)
         try:
             await store.open(fresh=fresh)
         except BaseException:

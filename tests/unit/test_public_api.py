@@ -15,8 +15,8 @@ FETCH_FIELDS = ["url", "final_url", "status", "error", "content_type", "bytes", 
 def test_public_names_are_pinned() -> None:
     assert sorted(shoal.__all__) == sorted([
         "Config", "ConfigError", "CrawlOptions", "Crawler", "ErrorKind", "FetchError",
-        "Record", "RetryPolicy", "ShoalError", "StoreError", "UsageError", "__version__",
-        "crawl", "fetch"])
+        "Follow", "Page", "Record", "RetryPolicy", "ShoalError", "StoreError", "UsageError",
+        "__version__", "crawl", "fetch"])
     for name in shoal.__all__:
         assert getattr(shoal, name) is not None
     with pytest.raises(AttributeError):
@@ -27,7 +27,7 @@ def test_error_kinds_are_exactly_the_documented_ones() -> None:
     assert {k.value for k in ErrorKind} == {
         "timeout", "connect", "dns", "tls", "too_large", "too_many_redirects",
         "robots_disallowed", "invalid_url", "protocol", "blocked_address",
-        "unsupported_scheme", "http"}
+        "unsupported_scheme", "http", "handler"}
 
 
 def test_record_line_has_the_documented_fields_in_order() -> None:

@@ -32,15 +32,20 @@ from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
 from shoal.errors import FetchError, StoreError
+from shoal.extract.router import Router
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
-from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
+from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PageData, PendingRow, Store
 
 LOAD_BATCH = 5_000
 WRITE_BATCH = 1_000
 WRITE_INTERVAL = 0.25
 RATE_WINDOW = 10.0  # seconds the "pages per second" figure looks back
 STOP_GRACE = 5.0  # seconds requests in flight may take to finish after SIGINT/SIGTERM
+
+
+# a worker's result: (url id, record, links found, PAGE/SITEMAP, items and validators)
+_Result = tuple[int, Record, list[NewUrl], int, PageData | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class Engine:
         on_records: Callable[[list[tuple[int, bytes]]], None] | None = None,
         progress: Callable[[Callable[[], Statistics]], Coroutine[Any, Any, None]] | None = None,
         fetcher: Fetcher | None = None,
+        router: Router | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -95,8 +101,8 @@ class Engine:
         self.lag = LagMonitor()
         self._offload = Offload()
         self.steps = Steps(config, self.sched, self._offload, crawl=crawl, scope=self._scope,
-                           on_robots=self._add_robots_sitemaps)
-        self._results: asyncio.Queue[tuple[int, Record, list[NewUrl], int] | None] = asyncio.Queue(
+                           on_robots=self._add_robots_sitemaps, router=router)
+        self._results: asyncio.Queue[_Result | None] = asyncio.Queue(
             maxsize=max(2 * WRITE_BATCH, config.concurrency * 4))
         self._feeder_wakeup = asyncio.Event()
         self._refills: deque[Host] = deque()
@@ -398,7 +404,7 @@ class Engine:
             finally:
                 sched.release(job)
             if record is not None:
-                await self._results.put((job.id, record, job.found, job.kind))
+                await self._results.put((job.id, record, job.found, job.kind, job.data))
             elif sched.idle and self._input_done:
                 self._feeder_wakeup.set()
 
@@ -425,23 +431,23 @@ class Engine:
         queue = self._results
         batch: list[tuple[int, bytes | None]] = []
         found: list[NewUrl] = []
+        pages: list[PageData] = []
         try:
             async with asyncio.TaskGroup() as commits:
-                await self._write_loop(queue, batch, found, commits)
+                await self._write_loop(queue, batch, found, pages, commits)
         finally:
             if batch:  # cancelled (a second SIGINT): keep what was collected
-                await asyncio.shield(self._commit(list(batch), list(found)))
+                await asyncio.shield(self._commit(list(batch), list(found), list(pages)))
 
-    async def _write_loop(self, queue: asyncio.Queue[tuple[int, Record, list[NewUrl], int]
-                                                     | None],
+    async def _write_loop(self, queue: asyncio.Queue[_Result | None],
                           batch: list[tuple[int, bytes | None]], found: list[NewUrl],
-                          commits: asyncio.TaskGroup) -> None:
+                          pages: list[PageData], commits: asyncio.TaskGroup) -> None:
         committing: asyncio.Task[None] | None = None
         while True:
             item = await queue.get()
             stop = item is None
             if item is not None:
-                self._collect(item, batch, found)
+                self._collect(item, batch, found, pages)
             deadline = time.monotonic() + WRITE_INTERVAL
             while not stop and len(batch) < WRITE_BATCH:
                 sched = self.sched
@@ -461,31 +467,36 @@ class Engine:
                 if item is None:
                     stop = True
                     break
-                self._collect(item, batch, found)
+                self._collect(item, batch, found, pages)
             if batch:
                 if committing is not None:
                     await committing  # commits stay in order, one at a time
-                committing = commits.create_task(self._commit(list(batch), list(found)))
+                committing = commits.create_task(self._commit(list(batch), list(found),
+                                                              list(pages)))
                 batch.clear()
                 found.clear()
+                pages.clear()
             if stop:
                 return
 
-    def _collect(self, item: tuple[int, Record, list[NewUrl], int],
-                 batch: list[tuple[int, bytes | None]], found: list[NewUrl]) -> None:
-        url_id, record, links, kind = item
+    def _collect(self, item: _Result, batch: list[tuple[int, bytes | None]],
+                 found: list[NewUrl], pages: list[PageData]) -> None:
+        url_id, record, links, kind, data = item
         found.extend(links)
+        if data is not None:
+            pages.append(data)
         if kind == SITEMAP:
             batch.append((url_id, None))
             return
         self._count(record)
         batch.append((url_id, record.to_json()))
 
-    async def _commit(self, batch: list[tuple[int, bytes | None]], found: list[NewUrl]
-                      ) -> None:
-        """Records and the links their pages found, in one transaction, then the output."""
+    async def _commit(self, batch: list[tuple[int, bytes | None]], found: list[NewUrl],
+                      pages: list[PageData]) -> None:
+        """Records, the links their pages found, their items and validators, in one
+        transaction, then the output."""
         meta = self.output.mark() if self.output is not None else None
-        added = await self.store.complete(batch, meta, self._sink, found)
+        added = await self.store.complete(batch, meta, self._sink, found, pages)
         if found:
             self._generation += 1
             self._known += added

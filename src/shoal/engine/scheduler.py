@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from shoal.config import Config
 from shoal.core.robots import RobotsPolicy
-from shoal.store.base import NewUrl
+from shoal.store.base import NewUrl, PageData
 
 
 @dataclass(slots=True, eq=False)
@@ -42,6 +42,7 @@ class Job:
     unsent: bool = False  # taken, and its request not yet written to the socket
     found: list[NewUrl] = field(default_factory=list)  # crawl: links to add with the record
     kind: int = 0  # PAGE, or SITEMAP (yields URLs, not a record)
+    data: PageData | None = None  # items and validators to keep with the record
 
     def __post_init__(self) -> None:
         if not self.current:

@@ -18,10 +18,12 @@ from shoal.core.scope import Scope
 from shoal.engine.offload import Offload
 from shoal.engine.scheduler import Host, Job, Scheduler
 from shoal.errors import ErrorKind, FetchError
+from shoal.extract.page import Page
+from shoal.extract.router import Router, run_handler
 from shoal.parse.html import ParsedPage, looks_like_html, split_content_type
 from shoal.parse.sitemap import MAX_SITEMAP_BYTES, parse_sitemap
 from shoal.records import Record
-from shoal.store.base import PAGE, SITEMAP, NewUrl
+from shoal.store.base import PAGE, SITEMAP, NewUrl, PageData
 
 RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 SEEN_FILTER = 200_000  # recently found links remembered to spare the database duplicates
@@ -32,7 +34,8 @@ class Steps:
 
     def __init__(self, config: Config, sched: Scheduler, offload: Offload, *,
                  crawl: CrawlOptions | None, scope: Scope | None,
-                 on_robots: Callable[[Host], Awaitable[None]]) -> None:
+                 on_robots: Callable[[Host], Awaitable[None]],
+                 router: Router | None = None) -> None:
         self.config = config
         self.sched = sched
         self.crawl = crawl
@@ -42,6 +45,7 @@ class Steps:
         self._scope = scope
         self._on_robots = on_robots  # a host's robots.txt was loaded (sitemaps)
         self._seen: dict[str, int] = {}  # link -> the smallest depth it was found at
+        self._router = router or None  # route handlers (extraction), if any
 
     async def process(self, job: Job) -> Record | None:
         """Take one step for ``job``: a record when it is finished, None when re-queued."""
@@ -159,13 +163,57 @@ class Steps:
         body = resp.body
         record = self._job_record(job, status=resp.status, content_type=mime, bytes=len(body),
                                   sha256=await self._offload.sha256(body))
+        route = None
+        if self._router is not None:
+            record.items = 0
+            if 200 <= resp.status < 300:
+                route = self._router.match(job.current)
+        crawl = self.crawl is not None
         if body and looks_like_html(mime, body):
-            crawl = self.crawl is not None
-            page = await self._offload.parse(body, charset, want_links=crawl)
+            # a page a route handles follows only what its handler says
+            page = await self._offload.parse(body, charset, want_links=crawl and route is None)
             record.title, record.links = page.title, page.links
-            if crawl:
+            if crawl and route is None:
                 job.found = self._follow(job, page)
+        items: list[bytes] = []
+        if route is not None:
+            out = await run_handler(
+                route, Page(url=job.url, final_url=job.current, status=resp.status,
+                            headers=dict(resp.headers), body=body, depth=job.depth),
+                limit=self.config.timeout, offload=self._offload)
+            if out.error is not None:
+                record.error = out.error  # what it yielded before failing is dropped
+            else:
+                items = out.items
+                record.items = len(items)
+                if crawl:
+                    job.found = self._followed(job, out.follows)
+        etag = last_modified = None
+        if resp.status == 200:
+            etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+        if items or etag is not None or last_modified is not None:
+            job.data = PageData(job.id, items, etag, last_modified)
         return record
+
+    def _followed(self, job: Job, links: list[str]) -> list[NewUrl]:
+        """The links a handler asked to follow that a crawl takes (depth, scope, once)."""
+        assert self.crawl is not None and self._scope is not None
+        depth = job.depth + 1
+        if self.crawl.max_depth is not None and depth > self.crawl.max_depth:
+            return []
+        seen, scope, found = self._seen, self._scope, []
+        for link in dict.fromkeys(links):
+            known = seen.get(link)
+            if known is not None and known <= depth:
+                continue
+            if len(seen) >= SEEN_FILTER:
+                seen.clear()
+            seen[link] = depth
+            if not scope.allows(link):
+                self.out_of_scope += 1
+                continue
+            found.append(NewUrl(link, urls.host_key(link), depth, job.url))
+        return found
 
     def _follow(self, job: Job, page: ParsedPage) -> list[NewUrl]:
         """The links of a page a crawl should add to its frontier."""
