@@ -26,6 +26,8 @@ __all__ = [
     "UsageError",
     "__version__",
     "crawl",
+    "export_items",
+    "export_records",
     "fetch",
 ]
 
@@ -45,6 +47,8 @@ _WHERE = {
     "Crawler": "shoal.api",
     "crawl": "shoal.api",
     "fetch": "shoal.api",
+    "export_records": "shoal.export",
+    "export_items": "shoal.items",
 }
 
 if TYPE_CHECKING:
@@ -58,7 +62,9 @@ if TYPE_CHECKING:
         StoreError,
         UsageError,
     )
+    from shoal.export import export_records
     from shoal.extract.page import Follow, Page
+    from shoal.items import export_items
     from shoal.records import Record
 
 

@@ -193,21 +193,23 @@ def crawl(seeds: tuple[str, ...], max_pages: int | None, max_depth: int | None, 
 @click.option("-o", "--output", metavar="FILE", default=None,
               help="Write here (default: standard output; parquet needs a file).")
 @click.option("--items", is_flag=True,
-              help="Export extracted items instead of records (none exist yet).")
+              help="Export the extracted items (route handlers, --extract) instead of the "
+                   "records.")
 def export(state: str, fmt: str, output: str | None, items: bool) -> None:
-    """Export a run's records (jsonl, csv, parquet).
+    """Export a run's records or items (jsonl, csv, parquet).
 
     STATE is a run's state database (e.g. out.jsonl.state.db). Records come in output
     order, streamed, so any size of job exports in bounded memory. jsonl is byte for byte
     the run's output; csv and parquet split `error` into error_kind and error_message.
+    With --items: one row per item, in record order; csv and parquet columns are the
+    items' keys in order of first appearance.
     """
     from shoal.export import export_records
+    from shoal.items import export_items
 
-    if items:
-        _fail("this state holds no items (extraction handlers come in a later version)")
     where = "standard output" if output in (None, "-") else output
     try:
-        count = export_records(state, fmt, output)
+        count = (export_items if items else export_records)(state, fmt, output)
     except UsageError as exc:
         _fail(str(exc))
     except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly
@@ -215,7 +217,8 @@ def export(state: str, fmt: str, output: str | None, items: bool) -> None:
         sys.exit(EXIT_OK)
     except OSError as exc:
         _fail(f"cannot write {where}: {exc.strerror or exc}")
-    click.echo(f"shoal: exported {count} records to {where}", err=True)
+    click.echo(f"shoal: exported {count} {'items' if items else 'records'} to {where}",
+               err=True)
 
 
 @cli.command()

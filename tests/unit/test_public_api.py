@@ -16,7 +16,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(shoal.__all__) == sorted([
         "Config", "ConfigError", "CrawlOptions", "Crawler", "ErrorKind", "FetchError",
         "Follow", "Page", "Record", "RetryPolicy", "ShoalError", "StoreError", "UsageError",
-        "__version__", "crawl", "fetch"])
+        "__version__", "crawl", "export_items", "export_records", "fetch"])
     for name in shoal.__all__:
         assert getattr(shoal, name) is not None
     with pytest.raises(AttributeError):
