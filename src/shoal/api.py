@@ -69,20 +69,23 @@ class Crawler:
             self._temp = tempfile.TemporaryDirectory(prefix="shoal-")
         return str(Path(self._temp.name) / f"state-{os.urandom(4).hex()}.db")
 
-    def route(self, pattern: str, *, cpu: bool = False) -> Callable[[Handler], Handler]:
+    def route(self, pattern: str, *, cpu: bool = False, follow_links: bool = False
+              ) -> Callable[[Handler], Handler]:
         """Decorator: pages whose final URL matches ``pattern`` (``re.search``; the first
         route that matches wins) go to the decorated handler.
 
         The handler takes a ``shoal.Page`` and yields dicts (items, stored with the run)
         and ``page.follow(href)`` (links the crawl follows, within its scope and depth).
         Usually an ``async def`` generator, run on the event loop; ``cpu=True`` runs a
-        plain module-level generator function in a worker process instead.
+        plain module-level generator function in a worker process instead. With
+        ``follow_links`` a crawl also follows every link of the page, as it does for pages
+        no route handles.
 
         Raises:
             ConfigError: the pattern does not compile, or a cpu handler cannot be pickled.
         """
         def register(handler: Handler) -> Handler:
-            self.router.add(pattern, handler, cpu=cpu)
+            self.router.add(pattern, handler, cpu=cpu, follow_links=follow_links)
             return handler
 
         return register

@@ -18,6 +18,7 @@ from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
 from shoal.errors import ShoalError, StoreError, UsageError
 
 if TYPE_CHECKING:
+    from shoal.extract.router import Router
     from shoal.service.tokens import TokenStore
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
@@ -82,6 +83,12 @@ def fetch_options(f: Any) -> Any:
                           "addresses (checked after DNS); allowed by default in the CLI."),
         click.option("--allow-net", multiple=True, metavar="CIDR",
                      help="With --block-private: networks still allowed (repeatable)."),
+        click.option("--extract", "extract", multiple=True, metavar="NAME=SELECTOR[@ATTR]",
+                     help="Extract an item from each HTML page: field NAME is the text of "
+                          "the first element SELECTOR matches, or its attribute ATTR "
+                          "(repeatable). Items go to the state; see `shoal export --items`."),
+        click.option("--extract-jsonld", is_flag=True,
+                     help="Add the page's JSON-LD objects to its item (field `jsonld`)."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No live display; a short progress line on stderr every few "
                           "seconds instead."),
@@ -294,6 +301,23 @@ def _job_name(source: Any, crawl: CrawlOptions | None) -> str:
     return f"{'crawl' if crawl is not None else 'fetch'}_{digest}"
 
 
+def _router(kw: dict[str, Any]) -> Router | None:
+    """The route of ``--extract`` / ``--extract-jsonld``, if given (exit 2 on a bad rule)."""
+    from shoal.extract.router import Router
+    from shoal.extract.rules import RuleHandler, parse_rules
+
+    specs, jsonld = kw.get("extract") or (), bool(kw.get("extract_jsonld"))
+    if not specs and not jsonld:
+        return None
+    try:
+        rules = parse_rules(specs, jsonld=jsonld)
+    except UsageError as exc:
+        _fail(str(exc))
+    router = Router()
+    router.add("", RuleHandler(rules, jsonld=jsonld), follow_links=True)
+    return router
+
+
 def _run_job(config: Config, source: Any, kw: dict[str, Any], *,
              crawl: CrawlOptions | None = None, seeds: list[str] | None = None) -> int:
     from shoal._runtime import run, tune_gc, tune_malloc
@@ -312,6 +336,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     from shoal.store.sqlite import SqliteStore
 
     output_path, state_path = _paths(kw)
+    router = _router(kw)
     temp_dir = None
     store: Store
     if state_path is not None and state_path.startswith(("postgresql://", "postgres://")):
@@ -334,7 +359,8 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     def progress(get_stats: Any) -> Any:
         return ProgressReporter(get_stats=get_stats, quiet=quiet, label=mode).run()
 
-    engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress)
+    engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress,
+                    router=router)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals = 0

@@ -169,11 +169,12 @@ class Steps:
             if 200 <= resp.status < 300:
                 route = self._router.match(job.current)
         crawl = self.crawl is not None
+        # a page a route handles follows only what its handler says (unless follow_links)
+        every_link = crawl and (route is None or route.follow_links)
         if body and looks_like_html(mime, body):
-            # a page a route handles follows only what its handler says
-            page = await self._offload.parse(body, charset, want_links=crawl and route is None)
+            page = await self._offload.parse(body, charset, want_links=every_link)
             record.title, record.links = page.title, page.links
-            if crawl and route is None:
+            if every_link:
                 job.found = self._follow(job, page)
         items: list[bytes] = []
         if route is not None:
@@ -186,8 +187,8 @@ class Steps:
             else:
                 items = out.items
                 record.items = len(items)
-                if crawl:
-                    job.found = self._followed(job, out.follows)
+                if crawl and out.follows:
+                    job.found += self._followed(job, out.follows)
         etag = last_modified = None
         if resp.status == 200:
             etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")

@@ -37,6 +37,7 @@ class Route:
     pattern: re.Pattern[str]
     handler: Handler
     cpu: bool = False
+    follow_links: bool = False  # crawl: also follow every link, as for a page no route has
 
 
 @dataclass(slots=True)
@@ -57,7 +58,8 @@ class Router:
     def __bool__(self) -> bool:
         return bool(self.routes)
 
-    def add(self, pattern: str, handler: Handler, *, cpu: bool = False) -> None:
+    def add(self, pattern: str, handler: Handler, *, cpu: bool = False,
+            follow_links: bool = False) -> None:
         """Route pages whose final URL matches ``pattern`` (``re.search``) to ``handler``.
 
         Raises:
@@ -79,7 +81,7 @@ class Router:
                 raise ConfigError(f"route {pattern!r}: a cpu=True handler must be a "
                                   f"module-level function, importable by name ({exc})"
                                   ) from exc
-        self.routes.append(Route(compiled, handler, cpu))
+        self.routes.append(Route(compiled, handler, cpu, follow_links))
 
     def match(self, url: str) -> Route | None:
         for route in self.routes:
