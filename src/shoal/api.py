@@ -43,8 +43,13 @@ class Crawler:
 
     def __init__(self, config: Config | None = None, *, state: str | os.PathLike[str] | None
                  = None, output: str | os.PathLike[str] | None = None,
-                 resolver: AbstractResolver | None = None, job: str = "default") -> None:
+                 resolver: AbstractResolver | None = None, job: str = "default",
+                 warc: str | os.PathLike[str] | None = None, warc_max_size: int = 1024 ** 3
+                 ) -> None:
         self.config = config or Config()
+        # every response is archived to this WARC (rolling over at warc_max_size bytes)
+        self._warc = None if warc is None else str(warc)
+        self._warc_max_size = warc_max_size
         self._job = job  # the run's name when ``state`` is a postgresql:// URL
         self._resolver = resolver  # DNS for every connection (tests map names to loopback)
         self._state = None if state is None else str(state)
@@ -132,9 +137,14 @@ class Crawler:
             loop.call_soon_threadsafe(batches.put_nowait, rows)
 
         seeds = list(urls) if crawl is not None else None
+        warc = None
+        if self._warc is not None:
+            from shoal.warc import WarcWriter
+
+            warc = WarcWriter(self._warc, max_size=self._warc_max_size, info={"isPartOf": name})
         engine = Engine(self.config, store, output, crawl=crawl, seeds=seeds, on_records=sink,
                         fetcher=Fetcher(self.config, resolver=self._resolver),
-                        router=self.router)
+                        router=self.router, warc=warc)
         try:
             await store.open(fresh=fresh)
         except BaseException:

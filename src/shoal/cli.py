@@ -20,6 +20,7 @@ from shoal.errors import ShoalError, StoreError, UsageError
 if TYPE_CHECKING:
     from shoal.extract.router import Router
     from shoal.service.tokens import TokenStore
+    from shoal.warc import WarcWriter
 
 EXIT_OK, EXIT_USAGE, EXIT_INTERRUPTED = 0, 2, 130
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -89,6 +90,11 @@ def fetch_options(f: Any) -> Any:
                           "(repeatable). Items go to the state; see `shoal export --items`."),
         click.option("--extract-jsonld", is_flag=True,
                      help="Add the page's JSON-LD objects to its item (field `jsonld`)."),
+        click.option("--warc", metavar="FILE.warc.gz", default=None,
+                     help="Also archive every response (and its request) as WARC 1.1, "
+                          "payloads as received; rolls over to FILE-00001.warc.gz ..."),
+        click.option("--warc-max-size", type=ByteSize(), default="1G", show_default=True,
+                     help="With --warc: start the next file once one passes this size."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No live display; a short progress line on stderr every few "
                           "seconds instead."),
@@ -318,6 +324,20 @@ def _router(kw: dict[str, Any]) -> Router | None:
     return router
 
 
+def _warc(kw: dict[str, Any], source: Any) -> WarcWriter | None:
+    """The WARC writer of ``--warc`` (exit 2 on a bad name or size)."""
+    from shoal.warc import WarcWriter
+
+    path = kw.get("warc")
+    if not path:
+        return None
+    try:
+        return WarcWriter(path, max_size=kw.get("warc_max_size") or 1024 ** 3,
+                          info={"isPartOf": str(source.name)})
+    except UsageError as exc:
+        _fail(str(exc))
+
+
 def _run_job(config: Config, source: Any, kw: dict[str, Any], *,
              crawl: CrawlOptions | None = None, seeds: list[str] | None = None) -> int:
     from shoal._runtime import run, tune_gc, tune_malloc
@@ -337,6 +357,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
 
     output_path, state_path = _paths(kw)
     router = _router(kw)
+    warc = _warc(kw, source)
     temp_dir = None
     store: Store
     if state_path is not None and state_path.startswith(("postgresql://", "postgres://")):
@@ -360,7 +381,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         return ProgressReporter(get_stats=get_stats, quiet=quiet, label=mode).run()
 
     engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress,
-                    router=router)
+                    router=router, warc=warc)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals = 0

@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -36,6 +36,9 @@ from shoal.extract.router import Router
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
 from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PageData, PendingRow, Store
+
+if TYPE_CHECKING:
+    from shoal.warc import WarcWriter
 
 LOAD_BATCH = 5_000
 WRITE_BATCH = 1_000
@@ -74,6 +77,7 @@ class Engine:
         progress: Callable[[Callable[[], Statistics]], Coroutine[Any, Any, None]] | None = None,
         fetcher: Fetcher | None = None,
         router: Router | None = None,
+        warc: WarcWriter | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -101,7 +105,8 @@ class Engine:
         self.lag = LagMonitor()
         self._offload = Offload()
         self.steps = Steps(config, self.sched, self._offload, crawl=crawl, scope=self._scope,
-                           on_robots=self._add_robots_sitemaps, router=router)
+                           on_robots=self._add_robots_sitemaps, router=router, warc=warc)
+        self._warc = warc  # closed (flushed, synced) when the run ends
         self._results: asyncio.Queue[_Result | None] = asyncio.Queue(
             maxsize=max(2 * WRITE_BATCH, config.concurrency * 4))
         self._feeder_wakeup = asyncio.Event()
@@ -224,6 +229,8 @@ class Engine:
         finally:
             await self.store.in_thread(source.close)
             self._offload.close()
+            if self._warc is not None:
+                await self._warc.close()
             if self.output is not None:
                 await self.store.in_thread(self._close_output)
         stats = self.statistics()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from shoal.client.fetcher import Fetcher, Response
@@ -17,13 +17,16 @@ from shoal.core.robots import MAX_ROBOTS_BYTES, MAX_ROBOTS_REDIRECTS, RobotsPoli
 from shoal.core.scope import Scope
 from shoal.engine.offload import Offload
 from shoal.engine.scheduler import Host, Job, Scheduler
-from shoal.errors import ErrorKind, FetchError
+from shoal.errors import ErrorKind, FetchError, StoreError
 from shoal.extract.page import Page
 from shoal.extract.router import Router, run_handler
 from shoal.parse.html import ParsedPage, looks_like_html, split_content_type
 from shoal.parse.sitemap import MAX_SITEMAP_BYTES, parse_sitemap
 from shoal.records import Record
 from shoal.store.base import PAGE, SITEMAP, NewUrl, PageData
+
+if TYPE_CHECKING:
+    from shoal.warc import WarcWriter
 
 RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 SEEN_FILTER = 200_000  # recently found links remembered to spare the database duplicates
@@ -35,7 +38,7 @@ class Steps:
     def __init__(self, config: Config, sched: Scheduler, offload: Offload, *,
                  crawl: CrawlOptions | None, scope: Scope | None,
                  on_robots: Callable[[Host], Awaitable[None]],
-                 router: Router | None = None) -> None:
+                 router: Router | None = None, warc: WarcWriter | None = None) -> None:
         self.config = config
         self.sched = sched
         self.crawl = crawl
@@ -46,6 +49,7 @@ class Steps:
         self._on_robots = on_robots  # a host's robots.txt was loaded (sitemaps)
         self._seen: dict[str, int] = {}  # link -> the smallest depth it was found at
         self._router = router or None  # route handlers (extraction), if any
+        self._warc = warc  # every response of a page or sitemap is archived there
 
     async def process(self, job: Job) -> Record | None:
         """Take one step for ``job``: a record when it is finished, None when re-queued."""
@@ -78,7 +82,8 @@ class Steps:
         started = time.monotonic()
         limit = max(self.config.max_bytes, MAX_SITEMAP_BYTES) if job.kind == SITEMAP else None
         try:
-            resp = await self.fetcher.get(job.current, max_bytes=limit, token=job)
+            resp = await self.fetcher.get(job.current, max_bytes=limit, token=job,
+                                          capture=self._warc is not None)
         except FetchError as exc:
             job.elapsed += time.monotonic() - started
             if exc.kind in RETRYABLE_KINDS:
@@ -88,6 +93,8 @@ class Steps:
                     return None
             return self._failed(job, exc, status=exc.status)
         job.elapsed += resp.elapsed
+        if resp.capture is not None:
+            await self._archive(job.current, resp)
         if resp.location is not None:
             return self._redirect(job, resp)
         if is_retryable_status(resp.status):
@@ -97,6 +104,18 @@ class Steps:
             job.found = self._sitemap_urls(job, resp)
             return self._job_record(job, status=resp.status)  # the writer keeps no record
         return await self._record(job, resp)
+
+    async def _archive(self, url: str, resp: Response) -> None:
+        """Write the exchange to the WARC (as received), then free its spool."""
+        assert self._warc is not None and resp.capture is not None
+        cap, resp.capture = resp.capture, None
+        try:
+            await self._warc.write(url, cap)
+        except OSError as exc:
+            raise StoreError(f"cannot write WARC file {self._warc.path}: "
+                             f"{exc.strerror or exc}") from exc
+        finally:
+            cap.close()
 
     def _sitemap_urls(self, job: Job, resp: Response) -> list[NewUrl]:
         """The pages (in scope) and nested sitemaps a sitemap lists."""
