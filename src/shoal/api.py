@@ -96,32 +96,44 @@ class Crawler:
         return register
 
     def fetch(self, urls: Iterable[str], *, fresh: bool = False,
-              name: str = "api") -> AsyncIterator[Record]:
+              name: str = "api", since: str | os.PathLike[str] | None = None
+              ) -> AsyncIterator[Record]:
         """Fetch ``urls``; yield one Record per distinct URL as it is committed.
 
         Breaking out of the loop or cancelling the consuming task stops the engine
-        cleanly: requests in flight return to pending and the state is saved.
+        cleanly: requests in flight return to pending and the state is saved. ``since``
+        is an earlier run's SQLite state: a conditional recrawl (records carry
+        ``changed``).
+
+        Raises:
+            UsageError: ``since`` is not a usable state.
         """
-        return self._run(urls, name=name, fresh=fresh, crawl=None)
+        return self._run(urls, name=name, fresh=fresh, crawl=None, since=since)
 
     def crawl(self, seeds: Iterable[str], *, max_pages: int | None = None,
               max_depth: int | None = None, scope: str = "host", include: Sequence[str] = (),
               exclude: Sequence[str] = (), sitemaps: bool = False,
-              max_pages_per_host: int | None = None, fresh: bool = False
-              ) -> AsyncIterator[Record]:
+              max_pages_per_host: int | None = None, fresh: bool = False,
+              since: str | os.PathLike[str] | None = None) -> AsyncIterator[Record]:
         """Crawl from ``seeds`` following links in scope; yield one Record per page.
+
+        ``since`` is an earlier run's SQLite state: a conditional recrawl that also
+        revisits every page that run had (records carry ``changed``).
 
         Raises:
             ConfigError: an option is out of range or a pattern does not compile.
+            UsageError: ``since`` is not a usable state.
         """
         seeds = list(seeds)
         options = CrawlOptions(max_pages=max_pages, max_depth=max_depth, scope=scope,
                                include=tuple(include), exclude=tuple(exclude),
                                sitemaps=sitemaps, max_pages_per_host=max_pages_per_host)
-        return self._run(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options)
+        return self._run(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options,
+                         since=since)
 
     async def _run(self, urls: Iterable[str], *, name: str, fresh: bool,
-                   crawl: CrawlOptions | None) -> AsyncIterator[Record]:
+                   crawl: CrawlOptions | None, since: str | os.PathLike[str] | None = None
+                   ) -> AsyncIterator[Record]:
         store = self._store()
         output = Output(self._output) if self._output is not None else None
         loop = asyncio.get_running_loop()
@@ -142,13 +154,28 @@ class Crawler:
             from shoal.warc import WarcWriter
 
             warc = WarcWriter(self._warc, max_size=self._warc_max_size, info={"isPartOf": name})
+        previous = None
+        if since is not None:
+            from shoal.recrawl import Previous
+
+            previous = Previous(str(since))
         engine = Engine(self.config, store, output, crawl=crawl, seeds=seeds, on_records=sink,
                         fetcher=Fetcher(self.config, resolver=self._resolver),
-                        router=self.router, warc=warc)
+                        router=self.router, warc=warc, previous=previous)
+        ran = False  # the engine closes the WARC and the previous state when it runs
+
+        async def release() -> None:
+            if not ran:
+                if warc is not None:
+                    await warc.close()
+                if previous is not None:
+                    await previous.close()
+
         try:
             await store.open(fresh=fresh)
         except BaseException:
             await store.close()
+            await release()
             raise
         # Records committed by an earlier call that its consumer never took (it stopped
         # early or crashed) come first, so that over all calls each URL is yielded.
@@ -161,6 +188,8 @@ class Crawler:
                     yield Record.from_dict(orjson.loads(line))
 
             async def drive() -> None:
+                nonlocal ran
+                ran = True
                 try:
                     source = LineSource(seeds if seeds is not None else urls, name=name)
                     self.last_result = await engine.run(source)
@@ -181,6 +210,7 @@ class Crawler:
             await task  # re-raise what ended the engine
         finally:
             closed.set()
+            await asyncio.shield(release())
             if task is not None and not task.done():
                 engine.request_stop(grace=0)  # the consumer left: requests go back to pending
                 try:

@@ -19,6 +19,7 @@ from shoal.errors import ShoalError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from shoal.extract.router import Router
+    from shoal.recrawl import Previous
     from shoal.service.tokens import TokenStore
     from shoal.warc import WarcWriter
 
@@ -95,6 +96,10 @@ def fetch_options(f: Any) -> Any:
                           "payloads as received; rolls over to FILE-00001.warc.gz ..."),
         click.option("--warc-max-size", type=ByteSize(), default="1G", show_default=True,
                      help="With --warc: start the next file once one passes this size."),
+        click.option("--since", metavar="PREVIOUS_STATE", default=None,
+                     help="Recrawl against an earlier run's state database: send its ETag "
+                          "and Last-Modified (304 answers are recorded unchanged) and mark "
+                          "each record `changed`."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No live display; a short progress line on stderr every few "
                           "seconds instead."),
@@ -324,6 +329,23 @@ def _router(kw: dict[str, Any]) -> Router | None:
     return router
 
 
+def _previous(kw: dict[str, Any], state_path: str | None) -> Previous | None:
+    """The earlier run of ``--since`` (exit 2 when it cannot be used)."""
+    from shoal.recrawl import Previous
+
+    path = kw.get("since")
+    if not path:
+        return None
+    try:
+        previous = Previous(path)
+    except UsageError as exc:
+        _fail(str(exc))
+    if previous.same_file(state_path):
+        _fail(f"--since {path!r} is this run's own state; give the state of an earlier run "
+              "(and a new --state or -o for this one)")
+    return previous
+
+
 def _warc(kw: dict[str, Any], source: Any) -> WarcWriter | None:
     """The WARC writer of ``--warc`` (exit 2 on a bad name or size)."""
     from shoal.warc import WarcWriter
@@ -357,6 +379,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
 
     output_path, state_path = _paths(kw)
     router = _router(kw)
+    previous = _previous(kw, state_path)
     warc = _warc(kw, source)
     temp_dir = None
     store: Store
@@ -381,7 +404,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         return ProgressReporter(get_stats=get_stats, quiet=quiet, label=mode).run()
 
     engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress,
-                    router=router, warc=warc)
+                    router=router, warc=warc, previous=previous)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals = 0

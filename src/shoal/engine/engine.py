@@ -38,6 +38,7 @@ from shoal.records import Record, utc_now_iso
 from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PageData, PendingRow, Store
 
 if TYPE_CHECKING:
+    from shoal.recrawl import Previous
     from shoal.warc import WarcWriter
 
 LOAD_BATCH = 5_000
@@ -78,6 +79,7 @@ class Engine:
         fetcher: Fetcher | None = None,
         router: Router | None = None,
         warc: WarcWriter | None = None,
+        previous: Previous | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -105,7 +107,9 @@ class Engine:
         self.lag = LagMonitor()
         self._offload = Offload()
         self.steps = Steps(config, self.sched, self._offload, crawl=crawl, scope=self._scope,
-                           on_robots=self._add_robots_sitemaps, router=router, warc=warc)
+                           on_robots=self._add_robots_sitemaps, router=router, warc=warc,
+                           previous=previous)
+        self._previous = previous  # --since: closed when the run ends
         self._warc = warc  # closed (flushed, synced) when the run ends
         self._results: asyncio.Queue[_Result | None] = asyncio.Queue(
             maxsize=max(2 * WRITE_BATCH, config.concurrency * 4))
@@ -231,6 +235,8 @@ class Engine:
             self._offload.close()
             if self._warc is not None:
                 await self._warc.close()
+            if self._previous is not None:
+                await self._previous.close()
             if self.output is not None:
                 await self.store.in_thread(self._close_output)
         stats = self.statistics()
@@ -279,7 +285,8 @@ class Engine:
         sitemaps = self.crawl is not None and self.crawl.sitemaps
         while not self._stop_requested:
             # reading and normalising run on a worker thread, off the loop
-            new, done, position = await asyncio.to_thread(_read_batch, source, crawl)
+            new, done, position = await asyncio.to_thread(_read_batch, source, crawl,
+                                                          self._previous is not None)
             if not new and not done:
                 break
             if sitemaps:
@@ -294,9 +301,29 @@ class Engine:
                 self._errors[orjson.loads(line)["error"]["kind"]] += 1
             self._done += len(written)
             self._feeder_wakeup.set()
+        if not self._stop_requested and self._previous is not None and self.crawl is not None:
+            await self._load_previous()
         if not self._stop_requested:
             self._input_done = True
             self._known, _ = await store.counts()
+            self._feeder_wakeup.set()
+
+    async def _load_previous(self) -> None:
+        """--since in a crawl: every page of the previous run joins the frontier at its
+        previous depth and parent (a 304 carries no links to find them by)."""
+        assert self._previous is not None and self.crawl is not None
+        assert self._scope is not None
+        max_depth = self.crawl.max_depth
+        pos = int((await self.store.get_meta()).get("since_pos", "0"))
+        while not self._stop_requested:
+            rows = await self._previous.pages_after(pos, LOAD_BATCH)
+            if not rows:
+                return
+            pos = rows[-1][0]
+            new = [u for _, u in rows if self._scope.allows(u.url)
+                   and (max_depth is None or u.depth <= max_depth)]
+            await self.store.add(new, (), {"since_pos": str(pos)})
+            self._generation += 1
             self._feeder_wakeup.set()
 
     # -- feeder: frontier -> scheduler ------------------------------------------------------
@@ -519,7 +546,8 @@ class Engine:
         self._bytes += record.bytes
 
 
-def _read_batch(source: Source, crawl: bool) -> tuple[list[NewUrl], list[DoneUrl], int]:
+def _read_batch(source: Source, crawl: bool, recrawl: bool = False
+                ) -> tuple[list[NewUrl], list[DoneUrl], int]:
     """Read and normalise a batch of input lines (blocking): URLs for the frontier, records
     for the invalid ones, and the input position after them."""
     new: list[NewUrl] = []
@@ -528,7 +556,8 @@ def _read_batch(source: Source, crawl: bool) -> tuple[list[NewUrl], list[DoneUrl
         try:
             url = urls.normalize(line)
         except FetchError as exc:
-            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl).to_json()))
+            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl,
+                                             recrawl=recrawl).to_json()))
             continue
         new.append(NewUrl(url, urls.host_key(url)))
     return new, done, source.position

@@ -26,6 +26,7 @@ from shoal.records import Record
 from shoal.store.base import PAGE, SITEMAP, NewUrl, PageData
 
 if TYPE_CHECKING:
+    from shoal.recrawl import Previous, Prior
     from shoal.warc import WarcWriter
 
 RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
@@ -38,7 +39,8 @@ class Steps:
     def __init__(self, config: Config, sched: Scheduler, offload: Offload, *,
                  crawl: CrawlOptions | None, scope: Scope | None,
                  on_robots: Callable[[Host], Awaitable[None]],
-                 router: Router | None = None, warc: WarcWriter | None = None) -> None:
+                 router: Router | None = None, warc: WarcWriter | None = None,
+                 previous: Previous | None = None) -> None:
         self.config = config
         self.sched = sched
         self.crawl = crawl
@@ -50,6 +52,7 @@ class Steps:
         self._seen: dict[str, int] = {}  # link -> the smallest depth it was found at
         self._router = router or None  # route handlers (extraction), if any
         self._warc = warc  # every response of a page or sitemap is archived there
+        self._previous = previous  # --since: the earlier run to compare with
 
     async def process(self, job: Job) -> Record | None:
         """Take one step for ``job``: a record when it is finished, None when re-queued."""
@@ -77,13 +80,20 @@ class Steps:
             if host.robots is not None and host.robots.fetch_error is not None:
                 err = host.robots.fetch_error
             return self._failed(job, err)
+        headers = None
+        if self._previous is not None and job.kind == PAGE:
+            if not job.prior_checked:
+                job.prior = await self._previous.lookup(job.url)
+                job.prior_checked = True
+            if job.prior is not None:
+                headers = job.prior.conditional_headers(job.current)
         job.attempts += 1
         assert self.fetcher is not None
         started = time.monotonic()
         limit = max(self.config.max_bytes, MAX_SITEMAP_BYTES) if job.kind == SITEMAP else None
         try:
             resp = await self.fetcher.get(job.current, max_bytes=limit, token=job,
-                                          capture=self._warc is not None)
+                                          headers=headers, capture=self._warc is not None)
         except FetchError as exc:
             job.elapsed += time.monotonic() - started
             if exc.kind in RETRYABLE_KINDS:
@@ -178,10 +188,16 @@ class Steps:
             error=FetchError(ErrorKind.HTTP, f"HTTP {resp.status}: {d.reason}"))
 
     async def _record(self, job: Job, resp: Response) -> Record:
+        prior = job.prior
+        if (resp.status == 304 and prior is not None
+                and prior.conditional_headers(job.current) is not None):
+            return self._unchanged(job, resp, prior)
         mime, charset = split_content_type(resp.content_type)
         body = resp.body
         record = self._job_record(job, status=resp.status, content_type=mime, bytes=len(body),
                                   sha256=await self._offload.sha256(body))
+        if self._previous is not None:  # no validators, or the page changed: by content
+            record.changed = prior is None or record.sha256 != prior.sha256
         route = None
         if self._router is not None:
             record.items = 0
@@ -213,6 +229,19 @@ class Steps:
             etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
         if items or etag is not None or last_modified is not None:
             job.data = PageData(job.id, items, etag, last_modified)
+        return record
+
+    def _unchanged(self, job: Job, resp: Response, prior: Prior) -> Record:
+        """A 304 to our conditional GET: the previous body's description, changed false."""
+        record = self._job_record(job, status=304, content_type=prior.content_type,
+                                  sha256=prior.sha256, title=prior.title, links=prior.links)
+        record.changed = False
+        if self._router is not None:
+            record.items = 0
+        # validators for the next run: a 304 may update them (RFC 9110 15.4.5)
+        etag = resp.headers.get("ETag") or prior.etag
+        last_modified = resp.headers.get("Last-Modified") or prior.last_modified
+        job.data = PageData(job.id, [], etag, last_modified)
         return record
 
     def _followed(self, job: Job, links: list[str]) -> list[NewUrl]:
@@ -265,7 +294,8 @@ class Steps:
         """A record of what ``job`` went through, with the outcome in ``fields``."""
         return Record(url=job.url, final_url=job.current, elapsed_ms=job.elapsed * 1000,
                       attempts=job.attempts, depth=job.depth, redirects=list(job.redirects),
-                      parent=job.parent, crawl=self.crawl is not None, **fields)
+                      parent=job.parent, crawl=self.crawl is not None,
+                      recrawl=self._previous is not None, **fields)
 
     def _failed(self, job: Job, error: FetchError, *, status: int | None = None) -> Record:
         return self._job_record(job, status=status, error=error)
