@@ -95,8 +95,8 @@ class Previous:
             rec: dict[str, Any] = orjson.loads(row[0])
         except orjson.JSONDecodeError:
             return None
-        if rec.get("error") is not None or rec.get("status") not in (200, 304):
-            return None  # nothing usable to compare with
+        if rec.get("error") is not None or rec.get("status") is None:
+            return None  # no body came then: nothing to compare with
         return Prior(final_url=rec.get("final_url") or url, etag=row[1], last_modified=row[2],
                      sha256=rec.get("sha256"), content_type=rec.get("content_type"),
                      title=rec.get("title"), links=rec.get("links") or 0)
