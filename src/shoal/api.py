@@ -19,6 +19,7 @@ from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
 from shoal.engine.engine import Engine, RunResult
 from shoal.engine.source import LineSource
+from shoal.errors import UsageError
 from shoal.extract.router import Handler, Router
 from shoal.output import Output
 from shoal.records import Record
@@ -55,6 +56,7 @@ class Crawler:
         self._state = None if state is None else str(state)
         self._output = None if output is None else str(output)
         self.last_result: RunResult | None = None
+        self.last_state: str | None = None  # the state of the last fetch/crawl call
         self.router = Router()
         self._temp: tempfile.TemporaryDirectory[str] | None = None
 
@@ -224,12 +226,35 @@ class Crawler:
             else:
                 await asyncio.shield(self._close(store, delivered))
 
-    def _store(self) -> Store:
+    def _store(self, path: str | None = None) -> Store:
         if self._state is not None and self._state.startswith(("postgresql://", "postgres://")):
             from shoal.store.postgres import PostgresStore
 
+            self.last_state = self._state
             return PostgresStore(self._state, name=self._job)
-        return SqliteStore(self._state_path())
+        self.last_state = path or self._state_path()
+        return SqliteStore(self.last_state)
+
+    async def items(self) -> AsyncIterator[dict[str, Any]]:
+        """The items of the last ``fetch``/``crawl`` call's state, in record order (all of
+        them, earlier runs of the same state included). Without ``state=`` the state is
+        temporary: read the items inside the ``async with`` block.
+
+        Raises:
+            UsageError: no run has happened yet.
+        """
+        if self.last_state is None:
+            raise UsageError("Crawler.items(): fetch or crawl first")
+        store = self._store(self.last_state)
+        await store.open()
+        try:
+            after = 0
+            while rows := await store.items_after(after, 1000):
+                after = rows[-1][0]
+                for _, data in rows:
+                    yield orjson.loads(data)
+        finally:
+            await store.close()
 
     @staticmethod
     async def _close(store: Store, delivered: int) -> None:

@@ -108,6 +108,22 @@ async def test_handlers_yield_items_and_decide_what_is_followed(tmp_path: Path) 
     assert [x["url"] for x in got] == order
 
 
+async def test_items_are_read_back_from_python_even_with_a_temporary_state() -> None:
+    async with site(catalogue(9)) as srv, shoal.Crawler(FAST) as crawler:
+        add_listing(crawler)
+
+        @crawler.route(PRODUCT)
+        async def product(page: shoal.Page) -> Any:
+            yield {"url": page.url}
+
+        with pytest.raises(shoal.UsageError, match="fetch or crawl first"):
+            _ = [x async for x in crawler.items()]
+        records = [r async for r in crawler.crawl([srv.url("/products?page=1")])]
+        got = [x["url"] async for x in crawler.items()]
+    assert got == [r.url for r in records if r.items]
+    assert sorted(got) == sorted(srv.url(f"/products/{i}") for i in range(9))
+
+
 async def test_an_exception_in_a_handler_is_the_page_error_not_a_dead_crawl(
         tmp_path: Path) -> None:
     state = tmp_path / "run.db"

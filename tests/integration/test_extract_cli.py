@@ -53,10 +53,15 @@ async def test_fetch_with_extract_and_missing_fields(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     async with site(catalogue(3)) as srv:
         urls = write_urls(tmp_path / "urls.txt", [srv.url("/products/0"),
-                                                 srv.url("/products?page=1")])
-        run = await run_shoal("fetch", str(urls), "-o", str(out), "--quiet",
+                                                 srv.url("/products?page=1"), "not a url",
+                                                 "http://127.0.0.1:9/refused"])
+        run = await run_shoal("fetch", str(urls), "-o", str(out), "--quiet", "--retries", "0",
                               "--extract", "name=h1", "--extract", "missing=.nothing@href")
         assert run.code == 0, run.stderr
+    records = {r["url"]: r for r in read_records(out)}
+    assert {u: r["items"] for u, r in records.items()} == {  # every record says how many
+        srv.url("/products/0"): 1, srv.url("/products?page=1"): 0, "not a url": 0,
+        "http://127.0.0.1:9/refused": 0}
     run = await run_shoal("export", f"{out}.state.db", "--items")
     lines = run.stdout.splitlines()
     assert lines == [f'{{"url":"{srv.url("/products/0")}","name":"Product 0","missing":null}}']

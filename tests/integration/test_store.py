@@ -624,3 +624,37 @@ async def test_the_engine_crawls_on_the_store(backend: Backend, tmp_path: Path) 
     assert sorted(str(r["url"]) for r in records) == sorted(srv.url(f"/p/{i}") for i in range(31))
     assert {(str(r["url"]), r["depth"]) for r in records} == {
         (srv.url(f"/p/{i}"), (i + 1).bit_length() - 1) for i in range(31)}
+
+
+async def test_the_engine_keeps_items_and_validators_on_the_store(backend: Backend,
+                                                                  tmp_path: Path) -> None:
+    from shoal.extract.router import Router
+
+    async def etagged(request: Any) -> Any:
+        from aiohttp import web
+
+        n = request.path.rsplit("/", 1)[1]
+        return web.Response(text=html_page(f"page {n}"), content_type="text/html",
+                            headers={"ETag": f'"v{n}"'})
+
+    async def handler(page: shoal.Page) -> Any:
+        yield {"url": page.url, "title": page.css_first("title").text()}  # type: ignore[union-attr]
+
+    router = Router()
+    router.add(r"/p/\d+$", handler)
+    async with site({f"/p/{i}": etagged for i in range(20)}) as srv:
+        store = backend.make()
+        await store.open()
+        try:
+            config = shoal.Config(concurrency=10, per_host=10, robots=False, timeout=10)
+            urls = [srv.url(f"/p/{i}") for i in range(20)]
+            engine = Engine(config, store, Output(str(tmp_path / "out.jsonl")), router=router)
+            await engine.run(LineSource(urls, name="t"))
+            items = [orjson.loads(b) for _, b in await store.items_after(0, 100)]
+        finally:
+            await store.close()
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["url"] for r in records if r["items"]] == [i["url"] for i in items]
+    assert sorted(i["title"] for i in items) == sorted(f"page {n}" for n in range(20))
+    rows = await backend.query("SELECT url, etag FROM {t}")
+    assert {u: e for u, e in rows} == {srv.url(f"/p/{n}"): f'"v{n}"' for n in range(20)}

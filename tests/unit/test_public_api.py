@@ -45,3 +45,13 @@ def test_record_round_trips() -> None:
     back = shoal.Record.from_json(r.to_json())
     assert back.to_json() == r.to_json()
     assert back.error is not None and back.error.kind is ErrorKind.TIMEOUT
+
+
+def test_items_and_changed_appear_only_when_their_feature_is_on() -> None:
+    plain = shoal.Record(url="http://a/")
+    assert "items" not in plain.to_dict() and "changed" not in plain.to_dict()
+    on = shoal.Record(url="http://a/", items=2, recrawl=True, changed=None, crawl=True)
+    assert list(orjson.loads(on.to_json()))[-3:] == ["parent", "items", "changed"]
+    back = shoal.Record.from_json(on.to_json())
+    assert back.to_json() == on.to_json() and back.recrawl and back.items == 2
+    assert shoal.Record.from_json(plain.to_json()).to_json() == plain.to_json()

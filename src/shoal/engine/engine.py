@@ -110,6 +110,7 @@ class Engine:
                            on_robots=self._add_robots_sitemaps, router=router, warc=warc,
                            previous=previous)
         self._previous = previous  # --since: closed when the run ends
+        self._extract = bool(router)  # records carry `items`
         self._warc = warc  # closed (flushed, synced) when the run ends
         self._results: asyncio.Queue[_Result | None] = asyncio.Queue(
             maxsize=max(2 * WRITE_BATCH, config.concurrency * 4))
@@ -285,8 +286,8 @@ class Engine:
         sitemaps = self.crawl is not None and self.crawl.sitemaps
         while not self._stop_requested:
             # reading and normalising run on a worker thread, off the loop
-            new, done, position = await asyncio.to_thread(_read_batch, source, crawl,
-                                                          self._previous is not None)
+            new, done, position = await asyncio.to_thread(
+                _read_batch, source, crawl, self._previous is not None, self._extract)
             if not new and not done:
                 break
             if sitemaps:
@@ -546,7 +547,7 @@ class Engine:
         self._bytes += record.bytes
 
 
-def _read_batch(source: Source, crawl: bool, recrawl: bool = False
+def _read_batch(source: Source, crawl: bool, recrawl: bool = False, extract: bool = False
                 ) -> tuple[list[NewUrl], list[DoneUrl], int]:
     """Read and normalise a batch of input lines (blocking): URLs for the frontier, records
     for the invalid ones, and the input position after them."""
@@ -556,8 +557,8 @@ def _read_batch(source: Source, crawl: bool, recrawl: bool = False
         try:
             url = urls.normalize(line)
         except FetchError as exc:
-            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl,
-                                             recrawl=recrawl).to_json()))
+            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl, recrawl=recrawl,
+                                             items=0 if extract else None).to_json()))
             continue
         new.append(NewUrl(url, urls.host_key(url)))
     return new, done, source.position

@@ -199,10 +199,8 @@ class Steps:
         if self._previous is not None:  # no validators, or the page changed: by content
             record.changed = prior is None or record.sha256 != prior.sha256
         route = None
-        if self._router is not None:
-            record.items = 0
-            if 200 <= resp.status < 300:
-                route = self._router.match(job.current)
+        if self._router is not None and 200 <= resp.status < 300:
+            route = self._router.match(job.current)
         crawl = self.crawl is not None
         # a page a route handles follows only what its handler says (unless follow_links)
         every_link = crawl and (route is None or route.follow_links)
@@ -236,8 +234,6 @@ class Steps:
         record = self._job_record(job, status=304, content_type=prior.content_type,
                                   sha256=prior.sha256, title=prior.title, links=prior.links)
         record.changed = False
-        if self._router is not None:
-            record.items = 0
         # validators for the next run: a 304 may update them (RFC 9110 15.4.5)
         etag = resp.headers.get("ETag") or prior.etag
         last_modified = resp.headers.get("Last-Modified") or prior.last_modified
@@ -295,7 +291,8 @@ class Steps:
         return Record(url=job.url, final_url=job.current, elapsed_ms=job.elapsed * 1000,
                       attempts=job.attempts, depth=job.depth, redirects=list(job.redirects),
                       parent=job.parent, crawl=self.crawl is not None,
-                      recrawl=self._previous is not None, **fields)
+                      recrawl=self._previous is not None,
+                      items=0 if self._router is not None else None, **fields)
 
     def _failed(self, job: Job, error: FetchError, *, status: int | None = None) -> Record:
         return self._job_record(job, status=status, error=error)
