@@ -212,3 +212,22 @@ def test_a_large_body_is_spooled_to_disk_not_held_in_memory() -> None:
         assert cap.length == SPOOL_MEMORY + 9
     finally:
         cap.close()
+
+
+async def test_failed_exchanges_are_not_archived_and_the_run_goes_on(tmp_path: Path) -> None:
+    from tests import servers as S
+
+    warc = tmp_path / "bad.warc.gz"
+    async with S.gzip_bomb(64 * S.MiB, chunked=True, content_length=False) as bomb, \
+            S.truncated_chunked() as cut, site({"/ok": html_page("ok")}) as good:
+        config = shoal.Config(robots=False, max_bytes=S.MiB, timeout=10,
+                              retry=shoal.RetryPolicy(retries=0))
+        async with shoal.Crawler(config, warc=warc) as crawler:
+            records = {r.url: r async for r in crawler.fetch(
+                [bomb.url("/bomb"), cut.url("/cut"), good.url("/ok")])}
+    kinds = {u: r.error.kind if r.error else None for u, r in records.items()}
+    assert kinds == {bomb.url("/bomb"): shoal.ErrorKind.TOO_LARGE,
+                     cut.url("/cut"): shoal.ErrorKind.PROTOCOL, good.url("/ok"): None}
+    got = [r.rec_headers.get_header("WARC-Target-URI") for r, _, _ in read_warc(warc)
+           if r.rec_type == "response"]
+    assert got == [good.url("/ok")]
