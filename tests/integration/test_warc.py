@@ -3,9 +3,12 @@ server sent (headers, status, payload as received), rollover, and never overwrit
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
+import json
 import random
+import signal
 import zlib
 from pathlib import Path
 from typing import Any
@@ -231,3 +234,48 @@ async def test_failed_exchanges_are_not_archived_and_the_run_goes_on(tmp_path: P
     got = [r.rec_headers.get_header("WARC-Target-URI") for r, _, _ in read_warc(warc)
            if r.rec_type == "response"]
     assert got == [good.url("/ok")]
+
+
+def readable_responses(path: Path) -> tuple[list[str], bool]:
+    """URIs of the response records read before the end or a torn last member, and
+    whether the file ended torn."""
+    uris: list[str] = []
+    with open(path, "rb") as fh:
+        try:
+            for rec in ArchiveIterator(fh):
+                if rec.rec_type == "response":
+                    rec.content_stream().read()
+                    uris.append(rec.rec_headers.get_header("WARC-Target-URI"))
+        except Exception:
+            return uris, True
+    return uris, False
+
+
+async def test_a_killed_run_leaves_a_readable_warc_and_the_rerun_archives_the_rest(
+        tmp_path: Path) -> None:
+    from tests.integration.test_cli import _start, _wait_for_lines, pages
+
+    n = 300
+    warc, out = tmp_path / "k.warc.gz", tmp_path / "out.jsonl"
+    async with site(pages(n, delay=0.01)) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(n)]
+        inp = write_urls(tmp_path / "u.txt", urls)
+        args = ["fetch", str(inp), "-o", str(out), "-q", "--concurrency", "8", "--per-host",
+                "8", "--warc", str(warc)]
+        proc = await _start(args)
+        await _wait_for_lines(out, 50, proc)
+        proc.kill()
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == -signal.SIGKILL
+        first, _torn = readable_responses(warc)
+        data = out.read_bytes() if out.exists() else b""
+        committed = {json.loads(line)["url"] for line in data[:data.rfind(b"\n") + 1]
+                     .splitlines()}  # complete lines (a kill may tear the last)
+        assert len(first) >= 50 and committed <= set(first)  # archived before committed
+        run = await run_shoal(*args)
+        assert run.code == 0, run.stderr
+    second, torn = readable_responses(tmp_path / "k-00001.warc.gz")
+    assert not torn
+    assert set(first) | set(second) == set(urls)  # every page archived at least once
+    assert not set(second) & committed  # what had its record was not fetched again
+    assert sorted(r["url"] for r in read_records(out)) == sorted(urls)
