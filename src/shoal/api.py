@@ -158,9 +158,12 @@ class Crawler:
             warc = WarcWriter(self._warc, max_size=self._warc_max_size, info={"isPartOf": name})
         previous = None
         if since is not None:
-            from shoal.recrawl import Previous
+            from shoal.recrawl import open_previous, same_run
 
-            previous = Previous(str(since))
+            previous = await open_previous(str(since))
+            if same_run(previous, store.path):
+                await previous.close()
+                raise UsageError(f"since={str(since)!r} is this run's own state")
         engine = Engine(self.config, store, output, crawl=crawl, seeds=seeds, on_records=sink,
                         fetcher=Fetcher(self.config, resolver=self._resolver),
                         router=self.router, warc=warc, previous=previous)

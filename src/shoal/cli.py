@@ -329,20 +329,21 @@ def _router(kw: dict[str, Any]) -> Router | None:
     return router
 
 
-def _previous(kw: dict[str, Any], state_path: str | None) -> Previous | None:
+async def _previous(kw: dict[str, Any], store_path: str) -> Previous | None:
     """The earlier run of ``--since`` (exit 2 when it cannot be used)."""
-    from shoal.recrawl import Previous
+    from shoal.recrawl import open_previous, same_run
 
-    path = kw.get("since")
-    if not path:
+    spec = kw.get("since")
+    if not spec:
         return None
     try:
-        previous = Previous(path)
+        previous = await open_previous(spec)
     except UsageError as exc:
         _fail(str(exc))
-    if previous.same_file(state_path):
-        _fail(f"--since {path!r} is this run's own state; give the state of an earlier run "
-              "(and a new --state or -o for this one)")
+    if same_run(previous, store_path):
+        await previous.close()
+        _fail(f"--since {spec!r} is this run's own state; give the state of an earlier run "
+              "(and a new --state, -o or --job for this one)")
     return previous
 
 
@@ -379,7 +380,6 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
 
     output_path, state_path = _paths(kw)
     router = _router(kw)
-    previous = _previous(kw, state_path)
     warc = _warc(kw, source)
     temp_dir = None
     store: Store
@@ -395,6 +395,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
             temp_dir = tempfile.TemporaryDirectory(prefix="shoal-")
             state_path = os.path.join(temp_dir.name, "state.db")
         store = SqliteStore(state_path)
+    previous = await _previous(kw, store.path)
     output = Output(output_path)
     quiet = bool(kw.get("quiet"))
 

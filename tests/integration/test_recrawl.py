@@ -171,10 +171,57 @@ async def test_bad_since_exits_2(tmp_path: Path) -> None:
     cases = [
         (["--since", str(tmp_path / "missing.db")], "no such state database"),
         (["--since", str(urls)], "not a shoal state database"),
-        (["--since", "postgresql://x@127.0.0.1/db"], "SQLite state file"),
+        (["--since", "postgresql://x@127.0.0.1/db"], "name the earlier job after '#'"),
+        (["--since", "postgresql://x@127.0.0.1:9/db#job"], "cannot read it"),
         (["--since", f"{out}.state.db"], "this run's own state"),
     ]
     for args, message in cases:
         run = await run_shoal("fetch", str(urls), "-o", str(out), *args)
         assert run.code == 2 and message in run.stderr, (args, run.stderr)
         assert run.stderr.count("\n") == 1
+
+
+async def test_since_a_postgres_job(tmp_path: Path) -> None:
+    import os
+    import uuid
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn = os.environ.get("SHOAL_TEST_POSTGRES_URL")
+    if not dsn:
+        if os.environ.get("CI"):
+            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
+        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
+    jobs = ["r" + uuid.uuid4().hex[:12] for _ in range(2)]
+    site_pages = Pages({f"/p/{i}": html_page(f"page {i}") for i in range(10)}, {"etag"})
+    try:
+        async with site(site_pages.routes()) as srv:
+            urls = write_urls(tmp_path / "urls.txt", [srv.url(f"/p/{i}") for i in range(10)])
+            base = ["fetch", str(urls), "--quiet", "--db", dsn]
+            run = await run_shoal(*base, "-o", str(tmp_path / "1.jsonl"), "--job", jobs[0])
+            assert run.code == 0, run.stderr
+            site_pages.change("/p/5", html_page("page 5 edited"))
+            run = await run_shoal(*base, "-o", str(tmp_path / "2.jsonl"), "--job", jobs[1],
+                                  "--since", f"{dsn}#{jobs[0]}")
+            assert run.code == 0, run.stderr
+            for since, message in ((f"{dsn}#{jobs[1]}", "this run's own state"),
+                                   (f"{dsn}#nosuchjob", "no such job"),
+                                   (dsn, "name the earlier job")):
+                bad = await run_shoal(*base, "-o", str(tmp_path / "2.jsonl"), "--job", jobs[1],
+                                      "--since", since)
+                assert bad.code == 2 and message in bad.stderr, bad.stderr
+            # from Python, against the second job (whose 304 rows kept their validators)
+            async with shoal.Crawler(shoal.Config(robots=False), state=tmp_path / "3.db") as c:
+                third = [r async for r in c.fetch([srv.url(f"/p/{i}") for i in range(10)],
+                                                  since=f"{dsn}#{jobs[1]}")]
+        second = by_path(read_records(tmp_path / "2.jsonl"), srv)
+        assert {p: (r["status"], r["changed"]) for p, r in second.items()} == {
+            f"/p/{i}": (200, True) if i == 5 else (304, False) for i in range(10)}
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            for job in jobs:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "shoal_{job}" CASCADE')
+        finally:
+            await conn.close()
+    assert [r.status for r in third] == [304] * 10
