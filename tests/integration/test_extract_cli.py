@@ -36,6 +36,10 @@ async def test_crawl_with_extract_rules_exports_one_item_per_product(tmp_path: P
     assert by_path["/products?page=1"]["items"] == 0  # no h1, no price, no JSON-LD
     assert all("items" in r for r in records)
 
+    run = await run_shoal("export", f"{out}.state.db", "--format", "csv")
+    header, *lines = list(csv.reader(io.StringIO(run.stdout, newline="")))
+    assert header[-1] == "items" and sorted(int(r[-1]) for r in lines) == sorted(
+        int(str(r["items"])) for r in records)
     run = await run_shoal("export", f"{out}.state.db", "--items", "--format", "csv")
     assert run.code == 0, run.stderr
     rows = list(csv.DictReader(io.StringIO(run.stdout, newline="")))

@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
@@ -107,6 +108,18 @@ async def test_fetch_since_sends_validators_and_records_304_as_unchanged(
                for p, r in third.items() if p != "not a url")
     assert third["/p/3"]["title"] == "page 3, new"
     assert len(site_pages.conditional) == 40  # every page of runs 2 and 3 asked
+    # exports of a --since run have a typed `changed` column, after the others
+    pq_out = tmp_path / "run2.parquet"
+    run = await run_shoal("export", f"{tmp_path}/run2.jsonl.state.db", "--format", "parquet",
+                          "-o", str(pq_out))
+    assert run.code == 0, run.stderr
+    table = pq.read_table(pq_out)
+    assert table.schema.names[-1] == "changed" and str(table.schema.field("changed").type) \
+        == "bool" and "items" not in table.schema.names
+    assert sorted(table.column("changed").to_pylist(), key=str) == sorted(
+        [r["changed"] for r in second.values()], key=str)
+    run = await run_shoal("export", f"{tmp_path}/run1.jsonl.state.db", "--format", "csv")
+    assert run.stdout.splitlines()[0].endswith(",fetched_at")  # a plain run: no new column
     for ask in site_pages.conditional:
         assert (ask["inm"] is not None) == ("etag" in validators)
         assert (ask["ims"] is not None) == ("lm" in validators)

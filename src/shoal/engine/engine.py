@@ -32,6 +32,7 @@ from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
 from shoal.errors import FetchError, StoreError
+from shoal.export import EXTRAS_META
 from shoal.extract.router import Router
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
@@ -253,12 +254,17 @@ class Engine:
         if not meta:
             await self.store.set_meta({"mode": self.mode, "input": source.name,
                                        "created": utc_now_iso()})
-            return
-        if meta.get("mode") != self.mode or meta.get("input") != source.name:
+        elif meta.get("mode") != self.mode or meta.get("input") != source.name:
             raise StoreError(
                 f"state file {self.store.path} belongs to another run "
                 f"({meta.get('mode')} of {meta.get('input')}); pass --fresh to start over "
                 f"or --state to use another file")
+        # the optional record fields some run of this state wrote (the export's columns)
+        extras = {f for f in meta.get(EXTRAS_META, "").split(",") if f}
+        extras |= {"items"} if self._extract else set()
+        extras |= {"changed"} if self._previous is not None else set()
+        if extras and ",".join(sorted(extras)) != meta.get(EXTRAS_META):
+            await self.store.set_meta({EXTRAS_META: ",".join(sorted(extras))})
 
     async def _replay(self, out: Output) -> None:
         """Append records committed after the last complete output line."""
