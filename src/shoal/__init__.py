@@ -17,6 +17,8 @@ __all__ = [
     "Crawler",
     "ErrorKind",
     "FetchError",
+    "Follow",
+    "Page",
     "Record",
     "RetryPolicy",
     "ShoalError",
@@ -24,6 +26,8 @@ __all__ = [
     "UsageError",
     "__version__",
     "crawl",
+    "export_items",
+    "export_records",
     "fetch",
 ]
 
@@ -37,10 +41,14 @@ _WHERE = {
     "StoreError": "shoal.errors",
     "UsageError": "shoal.errors",
     "Record": "shoal.records",
+    "Page": "shoal.extract.page",
+    "Follow": "shoal.extract.page",
     "CrawlOptions": "shoal.config",
     "Crawler": "shoal.api",
     "crawl": "shoal.api",
     "fetch": "shoal.api",
+    "export_records": "shoal.export",
+    "export_items": "shoal.items",
 }
 
 if TYPE_CHECKING:
@@ -54,6 +62,9 @@ if TYPE_CHECKING:
         StoreError,
         UsageError,
     )
+    from shoal.export import export_records
+    from shoal.extract.page import Follow, Page
+    from shoal.items import export_items
     from shoal.records import Record
 
 

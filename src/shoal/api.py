@@ -10,7 +10,7 @@ import tempfile
 import threading
 import types
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
@@ -22,7 +22,8 @@ from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
 from shoal.engine.engine import Engine, RunResult
 from shoal.engine.source import LineSource
-from shoal.errors import ConfigError
+from shoal.errors import ConfigError, UsageError
+from shoal.extract.router import Handler, Router
 from shoal.output import Output
 from shoal.records import Record
 from shoal.store.base import Store
@@ -64,16 +65,23 @@ class Crawler:
 
     def __init__(self, config: Config | None = None, *, state: str | os.PathLike[str] | None
                  = None, output: str | os.PathLike[str] | None = None,
-                 resolver: AbstractResolver | None = None, job: str = "default") -> None:
+                 resolver: AbstractResolver | None = None, job: str = "default",
+                 warc: str | os.PathLike[str] | None = None, warc_max_size: int = 1024 ** 3
+                 ) -> None:
         self.config = config or Config()
         if self.config.workers > 1:
             raise ConfigError("workers > 1 is a command-line option (shoal fetch --workers); "
                               "the library runs in its caller's process")
+        # every response is archived to this WARC (rolling over at warc_max_size bytes)
+        self._warc = None if warc is None else str(warc)
+        self._warc_max_size = warc_max_size
         self._job = job  # the run's name when ``state`` is a postgresql:// URL
         self._resolver = resolver  # DNS for every connection (tests map names to loopback)
         self._state = None if state is None else str(state)
         self._output = None if output is None else str(output)
         self.last_result: RunResult | None = None
+        self.last_state: str | None = None  # the state of the last fetch/crawl call
+        self.router = Router()
         self._temp: tempfile.TemporaryDirectory[str] | None = None
         self._runs: list[_Run] = []  # calls not yet finished
 
@@ -97,44 +105,78 @@ class Crawler:
             self._temp = tempfile.TemporaryDirectory(prefix="shoal-")
         return str(Path(self._temp.name) / f"state-{os.urandom(4).hex()}.db")
 
+    def route(self, pattern: str, *, cpu: bool = False, follow_links: bool = False
+              ) -> Callable[[Handler], Handler]:
+        """Decorator: pages whose final URL matches ``pattern`` (``re.search``; the first
+        route that matches wins) go to the decorated handler.
+
+        The handler takes a ``shoal.Page`` and yields dicts (items, stored with the run)
+        and ``page.follow(href)`` (links the crawl follows, within its scope and depth).
+        Usually an ``async def`` generator, run on the event loop; ``cpu=True`` runs a
+        plain module-level generator function in a worker process instead. With
+        ``follow_links`` a crawl also follows every link of the page, as it does for pages
+        no route handles.
+
+        Raises:
+            ConfigError: the pattern does not compile, or a cpu handler cannot be pickled.
+        """
+        def register(handler: Handler) -> Handler:
+            self.router.add(pattern, handler, cpu=cpu, follow_links=follow_links)
+            return handler
+
+        return register
+
     def fetch(self, urls: Iterable[str], *, fresh: bool = False,
-              name: str = "api") -> AsyncIterator[Record]:
+              name: str = "api", since: str | os.PathLike[str] | None = None
+              ) -> AsyncIterator[Record]:
         """Fetch ``urls``; yield one Record per distinct URL as it is committed.
 
         Breaking out of the loop or cancelling the consuming task stops the engine
-        cleanly: requests in flight return to pending and the state is saved.
+        cleanly: requests in flight return to pending and the state is saved. ``since``
+        is an earlier run's SQLite state: a conditional recrawl (records carry
+        ``changed``).
+
+        Raises:
+            UsageError: ``since`` is not a usable state.
         """
-        return self._start(urls, name=name, fresh=fresh, crawl=None)
+        return self._start(urls, name=name, fresh=fresh, crawl=None, since=since)
 
     def crawl(self, seeds: Iterable[str], *, max_pages: int | None = None,
               max_depth: int | None = None, scope: str = "host", include: Sequence[str] = (),
               exclude: Sequence[str] = (), sitemaps: bool = False,
-              max_pages_per_host: int | None = None, fresh: bool = False
-              ) -> AsyncIterator[Record]:
+              max_pages_per_host: int | None = None, fresh: bool = False,
+              since: str | os.PathLike[str] | None = None) -> AsyncIterator[Record]:
         """Crawl from ``seeds`` following links in scope; yield one Record per page.
+
+        ``since`` is an earlier run's SQLite state: a conditional recrawl that also
+        revisits every page that run had (records carry ``changed``).
 
         Raises:
             ConfigError: an option is out of range or a pattern does not compile.
+            UsageError: ``since`` is not a usable state.
         """
         seeds = list(seeds)
         options = CrawlOptions(max_pages=max_pages, max_depth=max_depth, scope=scope,
                                include=tuple(include), exclude=tuple(exclude),
                                sitemaps=sitemaps, max_pages_per_host=max_pages_per_host)
-        return self._start(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options)
+        return self._start(seeds, name=seeds_name(seeds), fresh=fresh, crawl=options,
+                           since=since)
 
     def _start(self, urls: Iterable[str], *, name: str, fresh: bool,
-               crawl: CrawlOptions | None) -> AsyncIterator[Record]:
+               crawl: CrawlOptions | None, since: str | os.PathLike[str] | None = None
+               ) -> AsyncIterator[Record]:
         # forget calls whose generator was dropped without ever being iterated
         self._runs = [r for r in self._runs
                       if r.started or (r.gen is not None and r.gen() is not None)]
         run = _Run()
-        gen = self._run(run, urls, name=name, fresh=fresh, crawl=crawl)
+        gen = self._run(run, urls, name=name, fresh=fresh, crawl=crawl, since=since)
         run.gen = weakref.ref(cast(types.AsyncGeneratorType[Record, None], gen))
         self._runs.append(run)
         return gen
 
     async def _run(self, run: _Run, urls: Iterable[str], *, name: str, fresh: bool,
-                   crawl: CrawlOptions | None) -> AsyncGenerator[Record, None]:
+                   crawl: CrawlOptions | None, since: str | os.PathLike[str] | None
+                   ) -> AsyncGenerator[Record, None]:
         run.started = True
         try:
             if self._state is not None:
@@ -144,7 +186,7 @@ class Crawler:
                     if other is not run:
                         await other.settle()
             # closed here, not left to the garbage collector like the generator we are
-            stream = self._run_engine(urls, name=name, fresh=fresh, crawl=crawl)
+            stream = self._run_engine(urls, name=name, fresh=fresh, crawl=crawl, since=since)
             async with contextlib.aclosing(stream):
                 async for record in stream:
                     yield record
@@ -153,7 +195,8 @@ class Crawler:
             self._runs.remove(run)
 
     async def _run_engine(self, urls: Iterable[str], *, name: str, fresh: bool,
-                          crawl: CrawlOptions | None) -> AsyncGenerator[Record, None]:
+                          crawl: CrawlOptions | None, since: str | os.PathLike[str] | None
+                          ) -> AsyncGenerator[Record, None]:
         store = self._store()
         output = Output(self._output) if self._output is not None else None
         loop = asyncio.get_running_loop()
@@ -169,12 +212,36 @@ class Crawler:
             loop.call_soon_threadsafe(batches.put_nowait, rows)
 
         seeds = list(urls) if crawl is not None else None
+        warc = None
+        if self._warc is not None:
+            from shoal.warc import WarcWriter
+
+            warc = WarcWriter(self._warc, max_size=self._warc_max_size, info={"isPartOf": name})
+        previous = None
+        if since is not None:
+            from shoal.recrawl import open_previous, same_run
+
+            previous = await open_previous(str(since))
+            if same_run(previous, store.path):
+                await previous.close()
+                raise UsageError(f"since={str(since)!r} is this run's own state")
         engine = Engine(self.config, store, output, crawl=crawl, seeds=seeds, on_records=sink,
-                        fetcher=Fetcher(self.config, resolver=self._resolver))
+                        fetcher=Fetcher(self.config, resolver=self._resolver),
+                        router=self.router, warc=warc, previous=previous)
+        ran = False  # the engine closes the WARC and the previous state when it runs
+
+        async def release() -> None:
+            if not ran:
+                if warc is not None:
+                    await warc.close()
+                if previous is not None:
+                    await previous.close()
+
         try:
             await store.open(fresh=fresh)
         except BaseException:
             await store.close()
+            await release()
             raise
         # Records committed by an earlier call that its consumer never took (it stopped
         # early or crashed) come first, so that over all calls each URL is yielded.
@@ -187,6 +254,8 @@ class Crawler:
                     yield Record.from_dict(orjson.loads(line))
 
             async def drive() -> None:
+                nonlocal ran
+                ran = True
                 try:
                     source = LineSource(seeds if seeds is not None else urls, name=name)
                     self.last_result = await engine.run(source)
@@ -207,6 +276,7 @@ class Crawler:
             await task  # re-raise what ended the engine
         finally:
             closed.set()
+            await asyncio.shield(release())
             if task is not None and not task.done():
                 engine.request_stop(grace=0)  # the consumer left: requests go back to pending
                 try:
@@ -220,12 +290,35 @@ class Crawler:
             else:
                 await asyncio.shield(self._close(store, delivered))
 
-    def _store(self) -> Store:
+    def _store(self, path: str | None = None) -> Store:
         if self._state is not None and self._state.startswith(("postgresql://", "postgres://")):
             from shoal.store.postgres import PostgresStore
 
+            self.last_state = self._state
             return PostgresStore(self._state, name=self._job)
-        return SqliteStore(self._state_path())
+        self.last_state = path or self._state_path()
+        return SqliteStore(self.last_state)
+
+    async def items(self) -> AsyncIterator[dict[str, Any]]:
+        """The items of the last ``fetch``/``crawl`` call's state, in record order (all of
+        them, earlier runs of the same state included). Without ``state=`` the state is
+        temporary: read the items inside the ``async with`` block.
+
+        Raises:
+            UsageError: no run has happened yet.
+        """
+        if self.last_state is None:
+            raise UsageError("Crawler.items(): fetch or crawl first")
+        store = self._store(self.last_state)
+        await store.open()
+        try:
+            after = 0
+            while rows := await store.items_after(after, 1000):
+                after = rows[-1][0]
+                for _, data in rows:
+                    yield orjson.loads(data)
+        finally:
+            await store.close()
 
     @staticmethod
     async def _close(store: Store, delivered: int) -> None:

@@ -19,7 +19,10 @@ from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
 from shoal.errors import ShoalError, StoreError, UsageError, WorkerError
 
 if TYPE_CHECKING:
+    from shoal.extract.router import Router
+    from shoal.recrawl import Previous
     from shoal.service.tokens import TokenStore
+    from shoal.warc import WarcWriter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -89,6 +92,21 @@ def fetch_options(f: Any) -> Any:
                           "addresses (checked after DNS); allowed by default in the CLI."),
         click.option("--allow-net", multiple=True, metavar="CIDR",
                      help="With --block-private: networks still allowed (repeatable)."),
+        click.option("--extract", "extract", multiple=True, metavar="NAME=SELECTOR[@ATTR]",
+                     help="Extract an item from each HTML page: field NAME is the text of "
+                          "the first element SELECTOR matches, or its attribute ATTR "
+                          "(repeatable). Items go to the state; see `shoal export --items`."),
+        click.option("--extract-jsonld", is_flag=True,
+                     help="Add the page's JSON-LD objects to its item (field `jsonld`)."),
+        click.option("--warc", metavar="FILE.warc.gz", default=None,
+                     help="Also archive every response (and its request) as WARC 1.1, "
+                          "payloads as received; rolls over to FILE-00001.warc.gz ..."),
+        click.option("--warc-max-size", type=ByteSize(), default="1G", show_default=True,
+                     help="With --warc: start the next file once one passes this size."),
+        click.option("--since", metavar="PREVIOUS_STATE", default=None,
+                     help="Recrawl against an earlier run's state database: send its ETag "
+                          "and Last-Modified (304 answers are recorded unchanged) and mark "
+                          "each record `changed`."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No live display; a short progress line on stderr every few "
                           "seconds instead."),
@@ -204,21 +222,23 @@ def crawl(seeds: tuple[str, ...], max_pages: int | None, max_depth: int | None, 
 @click.option("-o", "--output", metavar="FILE", default=None,
               help="Write here (default: standard output; parquet needs a file).")
 @click.option("--items", is_flag=True,
-              help="Export extracted items instead of records (none exist yet).")
+              help="Export the extracted items (route handlers, --extract) instead of the "
+                   "records.")
 def export(state: str, fmt: str, output: str | None, items: bool) -> None:
-    """Export a run's records (jsonl, csv, parquet).
+    """Export a run's records or items (jsonl, csv, parquet).
 
     STATE is a run's state database (e.g. out.jsonl.state.db). Records come in output
     order, streamed, so any size of job exports in bounded memory. jsonl is byte for byte
     the run's output; csv and parquet split `error` into error_kind and error_message.
+    With --items: one row per item, in record order; csv and parquet columns are the
+    items' keys in order of first appearance.
     """
     from shoal.export import export_records
+    from shoal.items import export_items
 
-    if items:
-        _fail("this state holds no items (extraction handlers come in a later version)")
     where = "standard output" if output in (None, "-") else output
     try:
-        count = export_records(state, fmt, output)
+        count = (export_items if items else export_records)(state, fmt, output)
     except UsageError as exc:
         _fail(str(exc))
     except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly
@@ -226,7 +246,8 @@ def export(state: str, fmt: str, output: str | None, items: bool) -> None:
         sys.exit(EXIT_OK)
     except OSError as exc:
         _fail(f"cannot write {where}: {exc.strerror or exc}")
-    click.echo(f"shoal: exported {count} records to {where}", err=True)
+    click.echo(f"shoal: exported {count} {'items' if items else 'records'} to {where}",
+               err=True)
 
 
 @cli.command()
@@ -302,6 +323,55 @@ def _job_name(source: Any, crawl: CrawlOptions | None) -> str:
     return f"{'crawl' if crawl is not None else 'fetch'}_{digest}"
 
 
+def _router(kw: dict[str, Any]) -> Router | None:
+    """The route of ``--extract`` / ``--extract-jsonld``, if given (exit 2 on a bad rule)."""
+    from shoal.extract.router import Router
+    from shoal.extract.rules import RuleHandler, parse_rules
+
+    specs, jsonld = kw.get("extract") or (), bool(kw.get("extract_jsonld"))
+    if not specs and not jsonld:
+        return None
+    try:
+        rules = parse_rules(specs, jsonld=jsonld)
+    except UsageError as exc:
+        _fail(str(exc))
+    router = Router()
+    router.add("", RuleHandler(rules, jsonld=jsonld), follow_links=True)
+    return router
+
+
+async def _previous(kw: dict[str, Any], store_path: str) -> Previous | None:
+    """The earlier run of ``--since`` (exit 2 when it cannot be used)."""
+    from shoal.recrawl import open_previous, same_run
+
+    spec = kw.get("since")
+    if not spec:
+        return None
+    try:
+        previous = await open_previous(spec)
+    except UsageError as exc:
+        _fail(str(exc))
+    if same_run(previous, store_path):
+        await previous.close()
+        _fail(f"--since {spec!r} is this run's own state; give the state of an earlier run "
+              "(and a new --state, -o or --job for this one)")
+    return previous
+
+
+def _warc(kw: dict[str, Any], source: Any) -> WarcWriter | None:
+    """The WARC writer of ``--warc`` (exit 2 on a bad name or size)."""
+    from shoal.warc import WarcWriter
+
+    path = kw.get("warc")
+    if not path:
+        return None
+    try:
+        return WarcWriter(path, max_size=kw.get("warc_max_size") or 1024 ** 3,
+                          info={"isPartOf": str(source.name)})
+    except UsageError as exc:
+        _fail(str(exc))
+
+
 def _run_job(config: Config, source: Any, kw: dict[str, Any], *,
              crawl: CrawlOptions | None = None, seeds: list[str] | None = None) -> int:
     from shoal._runtime import run, tune_gc, tune_malloc
@@ -320,6 +390,8 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     from shoal.store.sqlite import SqliteStore
 
     output_path, state_path = _paths(kw)
+    router = _router(kw)
+    warc = _warc(kw, source)
     temp_dir = None
     store: Store
     shared = None
@@ -344,6 +416,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
             temp_dir = tempfile.TemporaryDirectory(prefix="shoal-")
             state_path = os.path.join(temp_dir.name, "state.db")
         store = SqliteStore(state_path)
+    previous = await _previous(kw, store.path)
     output = Output(output_path)
     quiet = bool(kw.get("quiet"))
 
@@ -353,7 +426,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         return ProgressReporter(get_stats=get_stats, quiet=quiet, label=mode).run()
 
     engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress,
-                    shared=shared)
+                    shared=shared, router=router, warc=warc, previous=previous)
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
     signals = 0

@@ -27,6 +27,7 @@ class ErrorKind(StrEnum):
     BLOCKED_ADDRESS = "blocked_address"
     UNSUPPORTED_SCHEME = "unsupported_scheme"
     HTTP = "http"
+    HANDLER = "handler"  # a route handler raised (or timed out) on the page
 
 
 class ShoalError(Exception):

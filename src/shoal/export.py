@@ -27,6 +27,11 @@ COLUMNS = ("url", "final_url", "status", "error_kind", "error_message", "content
            "bytes", "elapsed_ms", "attempts", "depth", "parent", "redirects", "title",
            "links", "sha256", "fetched_at")
 
+# Fields only some runs' records have (--extract / route handlers, --since): columns after
+# the others when the state's meta says a run of it had them.
+EXTRA_COLUMNS = ("items", "changed")
+EXTRAS_META = "record_extras"
+
 _BATCH_QUERY = "SELECT seq, record FROM urls WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
 
 
@@ -57,14 +62,15 @@ def export_records(state_path: str, fmt: str, out_path: str | None, *,
                          "with its own export")
     db = _open_state(state_path)
     try:
+        columns = _columns(db)
         batches = _batches(db, state_path, batch)
         if out_path is None:
-            return _write_stream(batches, fmt, sys.stdout.buffer, state_path)
+            return _write_stream(batches, fmt, sys.stdout.buffer, state_path, columns)
         with open(out_path, "wb") as fh:
             try:
                 if fmt == "parquet":
-                    return _write_parquet(batches, fh, state_path)
-                return _write_stream(batches, fmt, fh, state_path)
+                    return _write_parquet(batches, fh, state_path, columns)
+                return _write_stream(batches, fmt, fh, state_path, columns)
             except BaseException:
                 # no half-written file may pass for a whole export
                 fh.close()
@@ -118,6 +124,16 @@ def _uri_path(path: str) -> str:
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
+def _columns(db: sqlite3.Connection) -> tuple[str, ...]:
+    """COLUMNS, and the extra fields some run of this state wrote (in EXTRA_COLUMNS order)."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (EXTRAS_META,)).fetchone()
+    except sqlite3.Error:
+        return COLUMNS
+    have = set((row[0] if row else "").split(","))
+    return COLUMNS + tuple(c for c in EXTRA_COLUMNS if c in have)
+
+
 def _batches(db: sqlite3.Connection, path: str, size: int) -> Iterator[list[tuple[int, bytes]]]:
     """(seq, record line) in output order, ``size`` at a time, up to the last seq at start."""
     try:
@@ -146,7 +162,7 @@ def _decode(seq: int, line: bytes, path: str) -> dict[str, Any]:
 
 
 def _write_stream(batches: Iterator[list[tuple[int, bytes]]], fmt: str, out: BinaryIO,
-                  path: str) -> int:
+                  path: str, columns: tuple[str, ...] = COLUMNS) -> int:
     count = 0
     if fmt == "jsonl":
         for rows in batches:
@@ -158,9 +174,9 @@ def _write_stream(batches: Iterator[list[tuple[int, bytes]]], fmt: str, out: Bin
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     try:
         writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for rows in batches:
-            writer.writerows(_csv_row(_decode(seq, line, path)) for seq, line in rows)
+            writer.writerows(_csv_row(_decode(seq, line, path), columns) for seq, line in rows)
             count += len(rows)
             del rows  # free it before the next batch is read
         text.flush()
@@ -169,34 +185,37 @@ def _write_stream(batches: Iterator[list[tuple[int, bytes]]], fmt: str, out: Bin
     return count
 
 
-def _flat(record: dict[str, Any]) -> dict[str, Any]:
+def _flat(record: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> dict[str, Any]:
     """The record with ``error`` split into ``error_kind`` and ``error_message``."""
     error = record.get("error") or {}
-    flat = {name: record.get(name) for name in COLUMNS}
+    flat = {name: record.get(name) for name in columns}
     flat["error_kind"] = error.get("kind")
     flat["error_message"] = error.get("message")
     return flat
 
 
-def _csv_row(record: dict[str, Any]) -> list[str]:
-    flat = _flat(record)
+def _csv_row(record: dict[str, Any], columns: tuple[str, ...] = COLUMNS) -> list[str]:
+    flat = _flat(record, columns)
     redirects = flat["redirects"]
     flat["redirects"] = None if redirects is None else orjson.dumps(redirects).decode()
-    return ["" if flat[name] is None else str(flat[name]) for name in COLUMNS]
+    if isinstance(flat.get("changed"), bool):
+        flat["changed"] = "true" if flat["changed"] else "false"
+    return ["" if flat[name] is None else str(flat[name]) for name in columns]
 
 
 def _write_parquet(batches: Iterator[list[tuple[int, bytes]]], out: BinaryIO,
-                   path: str) -> int:
+                   path: str, columns: tuple[str, ...] = COLUMNS) -> int:
     import pyarrow as pa  # type: ignore[import-untyped]  # only parquet pays for the import
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    schema = parquet_schema()
+    schema = parquet_schema(columns[len(COLUMNS):])
     count = 0
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for rows in batches:
             # Converted a slice at a time: the Python objects of a whole batch, and Arrow's
             # growing buffers for them, cost several times the batch's bytes.
-            table = pa.concat_tables([_arrow_slice(pa, schema, rows[i:i + _SLICE], path)
+            table = pa.concat_tables([_arrow_slice(pa, schema, rows[i:i + _SLICE], path,
+                                                   columns)
                                       for i in range(0, len(rows), _SLICE)])
             size = len(rows)
             del rows  # one batch in memory at a time: free it before the next is read
@@ -209,13 +228,14 @@ def _write_parquet(batches: Iterator[list[tuple[int, bytes]]], out: BinaryIO,
 _SLICE = 1000
 
 
-def _arrow_slice(pa: Any, schema: Any, rows: list[tuple[int, bytes]], path: str) -> Any:
+def _arrow_slice(pa: Any, schema: Any, rows: list[tuple[int, bytes]], path: str,
+                 names: tuple[str, ...] = COLUMNS) -> Any:
     """An Arrow table of ``rows`` (UsageError when a record does not fit the schema)."""
-    columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+    columns: dict[str, list[Any]] = {name: [] for name in names}
     for seq, line in rows:
-        flat = _flat(_decode(seq, line, path))
+        flat = _flat(_decode(seq, line, path), names)
         flat["fetched_at"] = _timestamp(flat["fetched_at"], seq, path)
-        for name in COLUMNS:
+        for name in names:
             columns[name].append(flat[name])
     try:
         return pa.Table.from_pydict(columns, schema=schema)
@@ -233,10 +253,12 @@ def _timestamp(value: Any, seq: int, path: str) -> datetime | None:
         raise UsageError(f"{path!r}: record {seq} has a bad fetched_at {value!r}") from exc
 
 
-def parquet_schema() -> Any:
-    """The typed Arrow schema of a Parquet export (columns in ``COLUMNS`` order)."""
+def parquet_schema(extras: tuple[str, ...] = ()) -> Any:
+    """The typed Arrow schema of a Parquet export (columns in ``COLUMNS`` order, then the
+    ``extras`` of EXTRA_COLUMNS)."""
     import pyarrow as pa
 
+    extra = {"items": pa.field("items", pa.int32()), "changed": pa.field("changed", pa.bool_())}
     return pa.schema([
         pa.field("url", pa.string(), nullable=False),
         pa.field("final_url", pa.string()),
@@ -254,5 +276,6 @@ def parquet_schema() -> Any:
         pa.field("links", pa.int32()),
         pa.field("sha256", pa.string()),
         pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),
+        *(extra[name] for name in extras),
     ])
 

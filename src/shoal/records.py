@@ -38,6 +38,9 @@ class Record:
     fetched_at: str = field(default_factory=utc_now_iso)
     parent: str | None = None
     crawl: bool = False  # crawl-mode records carry `parent`
+    items: int | None = None  # with extraction on: items extracted from the page
+    changed: bool | None = None  # with --since: did the page change since the last run
+    recrawl: bool = False  # --since records carry `changed`
 
     @property
     def ok(self) -> bool:
@@ -69,6 +72,10 @@ class Record:
         }
         if self.crawl:
             d["parent"] = self.parent
+        if self.items is not None:
+            d["items"] = self.items
+        if self.recrawl:
+            d["changed"] = self.changed
         return d
 
     def to_json(self) -> _Bytes:
@@ -86,6 +93,7 @@ class Record:
             depth=d.get("depth", 0), redirects=list(d.get("redirects", [])),
             title=d.get("title"), links=d.get("links", 0), sha256=d.get("sha256"),
             fetched_at=d.get("fetched_at", ""), parent=d.get("parent"), crawl="parent" in d,
+            items=d.get("items"), changed=d.get("changed"), recrawl="changed" in d,
         )
 
     @classmethod

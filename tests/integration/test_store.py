@@ -28,7 +28,7 @@ from shoal.engine.engine import Engine
 from shoal.engine.source import LineSource
 from shoal.errors import ConfigError, StoreError
 from shoal.output import Output
-from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, Store
+from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PageData, PendingRow, Store
 from shoal.store.postgres import PostgresStore
 from shoal.store.sqlite import SqliteStore
 from tests.conftest import read_records
@@ -388,6 +388,36 @@ async def test_records_after_pages_in_seq_order(store: Store) -> None:
     assert await store.records_after(12) == [(s, line(str(25 - s))) for s in range(13, 26)]
 
 
+async def test_items_and_validators_are_kept_with_the_records_they_belong_to(
+        store: Store, backend: Backend) -> None:
+    await store.add([page(f"/{i}") for i in range(4)])
+    ids_ = await ids(store)
+    a0, a1, a2, a3 = (ids_[A + f"/{i}"] for i in range(4))
+
+    def item(n: int | str) -> bytes:
+        return orjson.dumps({"n": n, "text": "é\"\n"})
+
+    # record order (seq) decides item order; within a page, the order they were yielded
+    await store.complete([(a1, line("1")), (a0, line("0"))], pages=[
+        PageData(a0, [item(0), item("0b")], etag='"e0"'),
+        PageData(a1, [item(1)], last_modified="Tue, 01 Dec 2026 10:00:00 GMT")])
+    # a page already done keeps its items; a page with none leaves none
+    await store.complete([(a1, line("1 again")), (a2, line("2")), (a3, line("3"))], pages=[
+        PageData(a1, [item("dup")], etag='"dup"'), PageData(a2, []),
+        PageData(a3, [item(3)])])
+    got = []
+    after = 0
+    while rows := await store.items_after(after, 2):
+        got += [orjson.loads(b) for _, b in rows]
+        after = rows[-1][0]
+    assert [g["n"] for g in got] == [1, 0, "0b", 3]
+    assert got[0]["text"] == "é\"\n"
+    rows = await backend.query("SELECT url, etag, last_modified FROM {t} ORDER BY url")
+    assert rows == [(A + "/0", '"e0"', None),
+                    (A + "/1", None, "Tue, 01 Dec 2026 10:00:00 GMT"),
+                    (A + "/2", None, None), (A + "/3", None, None)]
+
+
 # --------------------------------------------------------------------------- lifecycle
 
 
@@ -443,6 +473,28 @@ async def test_a_newer_schema_is_refused(backend: Backend) -> None:
     with pytest.raises(StoreError, match="newer shoal"):
         await newer.open()
     await newer.close()
+
+
+async def test_an_older_sqlite_state_is_migrated_in_place(tmp_path: Path) -> None:
+    from shoal.store.sqlite import MIGRATIONS, migrate
+
+    path = str(tmp_path / "old.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db, MIGRATIONS[:2], path)  # the schema before items and validators
+    db.execute("INSERT INTO urls (url, host, state, seq, record) VALUES ('u', 'h', 2, 1, ?)",
+               (line("u"),))
+    db.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.records_after(0) == [(1, line("u"))]
+        assert await store.items_after(0) == []
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("SELECT etag, last_modified FROM urls").fetchall() == [(None, None)]
+    db.close()
 
 
 async def test_very_long_urls(store: Store) -> None:
@@ -514,7 +566,9 @@ async def test_postgres_two_processes_opening_at_once_migrate_once() -> None:
             await conn.execute(f'DROP SCHEMA "shoal_{name}" CASCADE')
         finally:
             await conn.close()
-    assert [v[0] for v in versions] == [1, 2, 3]  # each migration applied once
+    from shoal.store.postgres import MIGRATIONS
+
+    assert [v[0] for v in versions] == list(range(1, len(MIGRATIONS) + 1))
 
 
 async def test_postgres_unreachable_is_a_store_error() -> None:
@@ -570,3 +624,37 @@ async def test_the_engine_crawls_on_the_store(backend: Backend, tmp_path: Path) 
     assert sorted(str(r["url"]) for r in records) == sorted(srv.url(f"/p/{i}") for i in range(31))
     assert {(str(r["url"]), r["depth"]) for r in records} == {
         (srv.url(f"/p/{i}"), (i + 1).bit_length() - 1) for i in range(31)}
+
+
+async def test_the_engine_keeps_items_and_validators_on_the_store(backend: Backend,
+                                                                  tmp_path: Path) -> None:
+    from shoal.extract.router import Router
+
+    async def etagged(request: Any) -> Any:
+        from aiohttp import web
+
+        n = request.path.rsplit("/", 1)[1]
+        return web.Response(text=html_page(f"page {n}"), content_type="text/html",
+                            headers={"ETag": f'"v{n}"'})
+
+    async def handler(page: shoal.Page) -> Any:
+        yield {"url": page.url, "title": page.css_first("title").text()}  # type: ignore[union-attr]
+
+    router = Router()
+    router.add(r"/p/\d+$", handler)
+    async with site({f"/p/{i}": etagged for i in range(20)}) as srv:
+        store = backend.make()
+        await store.open()
+        try:
+            config = shoal.Config(concurrency=10, per_host=10, robots=False, timeout=10)
+            urls = [srv.url(f"/p/{i}") for i in range(20)]
+            engine = Engine(config, store, Output(str(tmp_path / "out.jsonl")), router=router)
+            await engine.run(LineSource(urls, name="t"))
+            items = [orjson.loads(b) for _, b in await store.items_after(0, 100)]
+        finally:
+            await store.close()
+    records = read_records(tmp_path / "out.jsonl")
+    assert [r["url"] for r in records if r["items"]] == [i["url"] for i in items]
+    assert sorted(i["title"] for i in items) == sorted(f"page {n}" for n in range(20))
+    rows = await backend.query("SELECT url, etag FROM {t}")
+    assert {u: e for u, e in rows} == {srv.url(f"/p/{n}"): f'"v{n}"' for n in range(20)}

@@ -118,11 +118,11 @@ async def test_guard_with_an_injected_resolver(tmp_path: Path) -> None:
 
 
 async def test_a_slow_host_does_not_starve_another_job(tmp_path: Path) -> None:
-    async with site({f"/s/{i}": slow(30) for i in range(50)}) as tarpit, \
+    async with site({f"/s/{i}": slow(120) for i in range(50)}) as tarpit, \
             site({f"/f/{i}": html_page(str(i)) for i in range(200)}) as fast, \
             service(tmp_path) as svc:
         stuck = await svc.start_job({"kind": "fetch", "options": {
-            "no_robots": True, "concurrency": 50, "per_host": 50},
+            "no_robots": True, "concurrency": 50, "per_host": 50, "timeout": 120},
             "urls": [tarpit.url(f"/s/{i}") for i in range(50)]})
         await svc.wait_job(stuck["id"], {"running"})
         async with asyncio.timeout(10):

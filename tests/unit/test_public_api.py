@@ -15,8 +15,8 @@ FETCH_FIELDS = ["url", "final_url", "status", "error", "content_type", "bytes", 
 def test_public_names_are_pinned() -> None:
     assert sorted(shoal.__all__) == sorted([
         "Config", "ConfigError", "CrawlOptions", "Crawler", "ErrorKind", "FetchError",
-        "Record", "RetryPolicy", "ShoalError", "StoreError", "UsageError", "__version__",
-        "crawl", "fetch"])
+        "Follow", "Page", "Record", "RetryPolicy", "ShoalError", "StoreError", "UsageError",
+        "__version__", "crawl", "export_items", "export_records", "fetch"])
     for name in shoal.__all__:
         assert getattr(shoal, name) is not None
     with pytest.raises(AttributeError):
@@ -27,7 +27,7 @@ def test_error_kinds_are_exactly_the_documented_ones() -> None:
     assert {k.value for k in ErrorKind} == {
         "timeout", "connect", "dns", "tls", "too_large", "too_many_redirects",
         "robots_disallowed", "invalid_url", "protocol", "blocked_address",
-        "unsupported_scheme", "http"}
+        "unsupported_scheme", "http", "handler"}
 
 
 def test_record_line_has_the_documented_fields_in_order() -> None:
@@ -45,3 +45,13 @@ def test_record_round_trips() -> None:
     back = shoal.Record.from_json(r.to_json())
     assert back.to_json() == r.to_json()
     assert back.error is not None and back.error.kind is ErrorKind.TIMEOUT
+
+
+def test_items_and_changed_appear_only_when_their_feature_is_on() -> None:
+    plain = shoal.Record(url="http://a/")
+    assert "items" not in plain.to_dict() and "changed" not in plain.to_dict()
+    on = shoal.Record(url="http://a/", items=2, recrawl=True, changed=None, crawl=True)
+    assert list(orjson.loads(on.to_json()))[-3:] == ["parent", "items", "changed"]
+    back = shoal.Record.from_json(on.to_json())
+    assert back.to_json() == on.to_json() and back.recrawl and back.items == 2
+    assert shoal.Record.from_json(plain.to_json()).to_json() == plain.to_json()

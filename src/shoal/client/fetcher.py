@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from shoal.client.capture import Capture
 from shoal.client.decoders import Overflow, decoder_for
 from shoal.client.errors import map_exception
 from shoal.client.guard import GuardedConnector
@@ -36,6 +37,7 @@ class Response:
     body: bytes
     elapsed: float  # seconds for this hop
     truncated: bool = False  # only with truncate=True: the body passed the cap
+    capture: Capture | None = None  # with capture=True: the exchange as received (WARC)
 
     @property
     def location(self) -> str | None:
@@ -158,35 +160,51 @@ class Fetcher:
         truncate: bool = False,
         headers: dict[str, str] | None = None,
         token: Any = None,
+        capture: bool = False,
     ) -> Response:
         """One GET, no redirect following, the whole attempt bounded by ``--timeout``.
 
         With ``truncate`` a body over the cap is cut (robots.txt); otherwise it raises
-        ``FetchError(too_large)``. Every failure is a FetchError.
+        ``FetchError(too_large)``. Every failure is a FetchError. With ``capture`` the
+        response carries the exchange as received (for a WARC; the caller closes it).
         """
         assert self._session is not None, "Fetcher used outside 'async with'"
         limit = self._config.max_bytes if max_bytes is None else max_bytes
         timeout = self._config.timeout
         started = time.monotonic()
         resp: aiohttp.ClientResponse | None = None
+        cap: Capture | None = None
         try:
             async with asyncio.timeout(timeout):
                 # the URL is already normalised and percent-encoded: skip yarl's re-quoting
                 resp = await self._session.get(URL(url, encoded=True), allow_redirects=False,
                                                headers=headers, trace_request_ctx=token)
+                if capture:
+                    cap = _capture(resp)
                 if resp.status in REDIRECT_STATUS and "Location" in resp.headers:
                     body = await self._drain(resp)
+                    if cap is not None:
+                        if resp.content_length is not None and len(body) == resp.content_length:
+                            cap.feed(body)
+                            cap.finish()
+                        else:  # not read (too big to keep the connection for): not archived
+                            cap.close()
+                            cap = None
                     return Response(url, resp.status, resp.headers, body,
-                                    time.monotonic() - started)
-                body, cut = await self._read(resp, limit, truncate)
+                                    time.monotonic() - started, capture=cap)
+                body, cut = await self._read(resp, limit, truncate, cap)
                 return Response(url, resp.status, resp.headers, body,
-                                time.monotonic() - started, truncated=cut)
+                                time.monotonic() - started, truncated=cut, capture=cap)
         except Exception as exc:
+            if cap is not None:
+                cap.close()
             if resp is not None:
                 resp.close()  # never return a half-read connection to the pool
                 resp = None
             raise map_exception(exc, timeout=timeout) from exc
         except BaseException:
+            if cap is not None:
+                cap.close()
             if resp is not None:
                 resp.close()
                 resp = None
@@ -204,14 +222,19 @@ class Fetcher:
         return b""
 
     @staticmethod
-    async def _read(resp: aiohttp.ClientResponse, limit: int, truncate: bool) -> tuple[bytes, bool]:
+    async def _read(resp: aiohttp.ClientResponse, limit: int, truncate: bool,
+                    cap: Capture | None = None) -> tuple[bytes, bool]:
         encoding = resp.headers.get("Content-Encoding")
         decoder = decoder_for(encoding)
         length = resp.content_length
         plain = not encoding or encoding.strip().lower() == "identity"
         if plain and length is not None:
             if length <= limit:
-                return await resp.read(), False  # the fast path: one read of a known size
+                body = await resp.read()  # the fast path: one read of a known size
+                if cap is not None:
+                    cap.feed(body)
+                    cap.finish()
+                return body, False
             if not truncate:
                 resp.close()
                 raise too_large(limit, resp.status)
@@ -219,6 +242,8 @@ class Fetcher:
         room = limit
         try:
             async for chunk in resp.content.iter_any():
+                if cap is not None:
+                    cap.feed(chunk)  # as received: still content-encoded
                 out = decoder.feed(chunk, room)
                 room -= len(out)
                 parts.append(out)
@@ -241,4 +266,30 @@ class Fetcher:
             # the body ends at connection close, and the close was a reset: it may be cut
             raise FetchError(ErrorKind.PROTOCOL, "broken body: the connection was reset before "
                              "the end of a body delimited by connection close")
+        if cap is not None:
+            cap.finish()
         return b"".join(parts), False
+
+
+def _capture(resp: aiohttp.ClientResponse) -> Capture:
+    """Start capturing ``resp`` (its headers as received, the request as sent)."""
+    info = resp.request_info
+    ip = None
+    # the connection is already released when the whole body came with the headers: the
+    # stream's protocol still knows the transport then
+    transport = resp.connection.transport if resp.connection is not None else None
+    if transport is None:
+        protocol = getattr(resp.content, "_protocol", None)
+        transport = getattr(protocol, "transport", None)
+    if transport is not None:
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) and peer else None
+    chunked = "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+    return Capture(
+        method=info.method, target=info.url.raw_path_qs,
+        request_headers=list(info.headers.items()),
+        protocol=f"HTTP/{resp.version.major}.{resp.version.minor}" if resp.version
+        else "HTTP/1.1",
+        status=resp.status, reason=resp.reason or "",
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers],
+        chunked=chunked, ip=ip)

@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -34,9 +34,24 @@ from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
 from shoal.errors import FetchError, StoreError, WorkerError
+from shoal.export import EXTRAS_META
+from shoal.extract.router import Router
 from shoal.output import Output
 from shoal.records import Record, utc_now_iso
-from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PendingRow, SharedStore, Store
+from shoal.store.base import (
+    PAGE,
+    SITEMAP,
+    DoneUrl,
+    NewUrl,
+    PageData,
+    PendingRow,
+    SharedStore,
+    Store,
+)
+
+if TYPE_CHECKING:
+    from shoal.recrawl import Previous
+    from shoal.warc import WarcWriter
 
 LOAD_BATCH = 5_000
 NORMALIZE_SLICE = 250  # input lines normalised between two turns of the loop
@@ -45,6 +60,10 @@ WRITE_INTERVAL = 0.25
 TAIL_INTERVAL = 0.2  # how often records committed by other processes are appended
 RATE_WINDOW = 10.0  # seconds the "pages per second" figure looks back
 STOP_GRACE = 5.0  # seconds requests in flight may take to finish after SIGINT/SIGTERM
+
+
+# a worker's result: (url id, record, links found, PAGE/SITEMAP, items and validators)
+_Result = tuple[int, Record, list[NewUrl], int, PageData | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +104,9 @@ class Engine:
         fetcher: Fetcher | None = None,
         shard: Shard | None = None,
         shared: SharedRun | None = None,
+        router: Router | None = None,
+        warc: WarcWriter | None = None,
+        previous: Previous | None = None,
     ) -> None:
         self._run_config = config  # as given: what followers are started with
         # --workers N: the leader (shard 0) loads the input and writes every process's
@@ -127,8 +149,12 @@ class Engine:
         self.lag = LagMonitor()
         self._offload = Offload()
         self.steps = Steps(config, self.sched, self._offload, crawl=crawl, scope=self._scope,
-                           on_robots=self._add_robots_sitemaps)
-        self._results: asyncio.Queue[tuple[int, Record, list[NewUrl], int] | None] = asyncio.Queue(
+                           on_robots=self._add_robots_sitemaps, router=router, warc=warc,
+                           previous=previous)
+        self._previous = previous  # --since: closed when the run ends
+        self._extract = bool(router)  # records carry `items`
+        self._warc = warc  # closed (flushed, synced) when the run ends
+        self._results: asyncio.Queue[_Result | None] = asyncio.Queue(
             maxsize=max(2 * WRITE_BATCH, config.concurrency * 4))
         self._feeder_wakeup = asyncio.Event()
         self._refills: deque[Host] = deque()
@@ -298,6 +324,10 @@ class Engine:
             if source is not None:
                 await self.store.in_thread(source.close)
             self._offload.close()
+            if self._warc is not None:
+                await self._warc.close()
+            if self._previous is not None:
+                await self._previous.close()
             if self.output is not None:
                 await self.store.in_thread(self._close_output)
         if self._leases is not None and self._leases.lost:
@@ -319,12 +349,17 @@ class Engine:
             if self.shared is not None:
                 values.update(self.shared.meta or {})
             await self.store.set_meta(values)
-            return
-        if meta.get("mode") != self.mode or meta.get("input") != source.name:
+        elif meta.get("mode") != self.mode or meta.get("input") != source.name:
             raise StoreError(
                 f"state file {self.store.path} belongs to another run "
                 f"({meta.get('mode')} of {meta.get('input')}); pass --fresh to start over "
                 f"or --state to use another file")
+        # the optional record fields some run of this state wrote (the export's columns)
+        extras = {f for f in meta.get(EXTRAS_META, "").split(",") if f}
+        extras |= {"items"} if self._extract else set()
+        extras |= {"changed"} if self._previous is not None else set()
+        if extras and ",".join(sorted(extras)) != meta.get(EXTRAS_META):
+            await self.store.set_meta({EXTRAS_META: ",".join(sorted(extras))})
 
     async def _replay(self, out: Output) -> None:
         """Append records committed after the last complete output line."""
@@ -395,8 +430,10 @@ class Engine:
             lines, position = await asyncio.to_thread(_read_lines, source)
             new: list[NewUrl] = []
             done: list[DoneUrl] = []
+            recrawl = self._previous is not None
             for i in range(0, len(lines), NORMALIZE_SLICE):
-                _normalize_lines(lines[i:i + NORMALIZE_SLICE], crawl, new, done)
+                _normalize_lines(lines[i:i + NORMALIZE_SLICE], crawl, new, done,
+                                 recrawl=recrawl, extract=self._extract)
                 await asyncio.sleep(0)
             if not new and not done:
                 break
@@ -414,11 +451,31 @@ class Engine:
                 self._done += len(written)
             self._admitted += len(written)  # records in all: --max-pages counts them too
             self._feeder_wakeup.set()
+        if not self._stop_requested and self._previous is not None and self.crawl is not None:
+            await self._load_previous()
         if not self._stop_requested:
             if self.shared is not None or self._followers is not None:
                 await store.set_meta({"loaded": "1"})  # others may now tell when it is done
             self._input_done = True
             self._known, _ = await store.counts()
+            self._feeder_wakeup.set()
+
+    async def _load_previous(self) -> None:
+        """--since in a crawl: every page of the previous run joins the frontier at its
+        previous depth and parent (a 304 carries no links to find them by)."""
+        assert self._previous is not None and self.crawl is not None
+        assert self._scope is not None
+        max_depth = self.crawl.max_depth
+        pos = int((await self.store.get_meta()).get("since_pos", "0"))
+        while not self._stop_requested:
+            rows = await self._previous.pages_after(pos, LOAD_BATCH)
+            if not rows:
+                return
+            pos = rows[-1][0]
+            new = [u for _, u in rows if self._scope.allows(u.url)
+                   and (max_depth is None or u.depth <= max_depth)]
+            await self.store.add(new, (), {"since_pos": str(pos)})
+            self._generation += 1
             self._feeder_wakeup.set()
 
     # -- feeder: frontier -> scheduler ------------------------------------------------------
@@ -565,7 +622,7 @@ class Engine:
             finally:
                 sched.release(job)
             if record is not None:
-                await self._results.put((job.id, record, job.found, job.kind))
+                await self._results.put((job.id, record, job.found, job.kind, job.data))
             elif sched.idle and self._input_done:
                 self._feeder_wakeup.set()
 
@@ -592,23 +649,23 @@ class Engine:
         queue = self._results
         batch: list[tuple[int, bytes | None]] = []
         found: list[NewUrl] = []
+        pages: list[PageData] = []
         try:
             async with asyncio.TaskGroup() as commits:
-                await self._write_loop(queue, batch, found, commits)
+                await self._write_loop(queue, batch, found, pages, commits)
         finally:
             if batch:  # cancelled (a second SIGINT): keep what was collected
-                await asyncio.shield(self._commit(list(batch), list(found)))
+                await asyncio.shield(self._commit(list(batch), list(found), list(pages)))
 
-    async def _write_loop(self, queue: asyncio.Queue[tuple[int, Record, list[NewUrl], int]
-                                                     | None],
+    async def _write_loop(self, queue: asyncio.Queue[_Result | None],
                           batch: list[tuple[int, bytes | None]], found: list[NewUrl],
-                          commits: asyncio.TaskGroup) -> None:
+                          pages: list[PageData], commits: asyncio.TaskGroup) -> None:
         committing: asyncio.Task[None] | None = None
         while True:
             item = await queue.get()
             stop = item is None
             if item is not None:
-                self._collect(item, batch, found)
+                self._collect(item, batch, found, pages)
             deadline = time.monotonic() + WRITE_INTERVAL
             while not stop and len(batch) < WRITE_BATCH:
                 sched = self.sched
@@ -628,20 +685,24 @@ class Engine:
                 if item is None:
                     stop = True
                     break
-                self._collect(item, batch, found)
+                self._collect(item, batch, found, pages)
             if batch:
                 if committing is not None:
                     await committing  # commits stay in order, one at a time
-                committing = commits.create_task(self._commit(list(batch), list(found)))
+                committing = commits.create_task(self._commit(list(batch), list(found),
+                                                              list(pages)))
                 batch.clear()
                 found.clear()
+                pages.clear()
             if stop:
                 return
 
-    def _collect(self, item: tuple[int, Record, list[NewUrl], int],
-                 batch: list[tuple[int, bytes | None]], found: list[NewUrl]) -> None:
-        url_id, record, links, kind = item
+    def _collect(self, item: _Result, batch: list[tuple[int, bytes | None]],
+                 found: list[NewUrl], pages: list[PageData]) -> None:
+        url_id, record, links, kind, data = item
         found.extend(links)
+        if data is not None:
+            pages.append(data)
         if kind == SITEMAP:
             batch.append((url_id, None))
             return
@@ -649,11 +710,12 @@ class Engine:
             self._count(record)
         batch.append((url_id, record.to_json()))
 
-    async def _commit(self, batch: list[tuple[int, bytes | None]], found: list[NewUrl]
-                      ) -> None:
-        """Records and the links their pages found, in one transaction, then the output."""
+    async def _commit(self, batch: list[tuple[int, bytes | None]], found: list[NewUrl],
+                      pages: list[PageData]) -> None:
+        """Records, the links their pages found, their items and validators, in one
+        transaction, then the output."""
         meta = self.output.mark() if self.output is not None else None
-        added = await self.store.complete(batch, meta, self._sink, found)
+        added = await self.store.complete(batch, meta, self._sink, found, pages)
         if found:
             self._generation += 1
             self._known += added
@@ -675,13 +737,14 @@ def _read_lines(source: Source) -> tuple[list[str], int]:
     return source.read(LOAD_BATCH), source.position
 
 
-def _normalize_lines(lines: list[str], crawl: bool, new: list[NewUrl], done: list[DoneUrl]
-                     ) -> None:
+def _normalize_lines(lines: list[str], crawl: bool, new: list[NewUrl], done: list[DoneUrl],
+                     *, recrawl: bool = False, extract: bool = False) -> None:
     """URLs for the frontier into ``new``, records for the invalid lines into ``done``."""
     for line in lines:
         try:
             url = urls.normalize(line)
         except FetchError as exc:
-            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl).to_json()))
+            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl, recrawl=recrawl,
+                                             items=0 if extract else None).to_json()))
             continue
         new.append(NewUrl(url, urls.host_key(url)))

@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from shoal.parse.html import ParsedPage, parse_html
+
+T = TypeVar("T")
 
 HASH_INLINE = 256 * 1024
 PARSE_INLINE = 512 * 1024
@@ -23,6 +29,7 @@ class Offload:
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._workers: ProcessPoolExecutor | None = None  # route handlers marked cpu=True
 
     async def sha256(self, body: bytes) -> str:
         if len(body) <= HASH_INLINE:
@@ -40,10 +47,26 @@ class Offload:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _parse, body, charset, want_links)
 
+    async def in_process(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a pool of worker processes (one per core); ``fn`` and the
+        arguments must pickle. A pool whose worker died is replaced for the next call."""
+        if self._workers is None:
+            self._workers = ProcessPoolExecutor(
+                max_workers=os.cpu_count() or 1, mp_context=multiprocessing.get_context("spawn"))
+        pool = self._workers
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            if self._workers is pool:
+                self._workers = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        for pool in (self._pool, self._workers):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._workers = None
 
 
 def _parse(body: bytes, charset: str | None, want_links: bool) -> ParsedPage:

@@ -17,10 +17,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from shoal.config import Config
 from shoal.core.robots import RobotsPolicy
-from shoal.store.base import NewUrl
+from shoal.store.base import NewUrl, PageData
+
+if TYPE_CHECKING:
+    from shoal.recrawl import Prior
 
 
 @dataclass(slots=True, eq=False)
@@ -42,6 +46,9 @@ class Job:
     unsent: bool = False  # taken, and its request not yet written to the socket
     found: list[NewUrl] = field(default_factory=list)  # crawl: links to add with the record
     kind: int = 0  # PAGE, or SITEMAP (yields URLs, not a record)
+    data: PageData | None = None  # items and validators to keep with the record
+    prior: Prior | None = None  # --since: the URL's record in the previous run
+    prior_checked: bool = False  # --since: the previous run was asked
 
     def __post_init__(self) -> None:
         if not self.current:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from shoal.client.fetcher import Fetcher, Response
@@ -17,11 +17,17 @@ from shoal.core.robots import MAX_ROBOTS_BYTES, MAX_ROBOTS_REDIRECTS, RobotsPoli
 from shoal.core.scope import Scope
 from shoal.engine.offload import Offload
 from shoal.engine.scheduler import Host, Job, Scheduler
-from shoal.errors import ErrorKind, FetchError
+from shoal.errors import ErrorKind, FetchError, StoreError
+from shoal.extract.page import Page
+from shoal.extract.router import Router, run_handler
 from shoal.parse.html import ParsedPage, looks_like_html, split_content_type
 from shoal.parse.sitemap import MAX_SITEMAP_BYTES, parse_sitemap
 from shoal.records import Record
-from shoal.store.base import PAGE, SITEMAP, NewUrl
+from shoal.store.base import PAGE, SITEMAP, NewUrl, PageData
+
+if TYPE_CHECKING:
+    from shoal.recrawl import Previous, Prior
+    from shoal.warc import WarcWriter
 
 RETRYABLE_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.PROTOCOL})
 SEEN_FILTER = 200_000  # recently found links remembered to spare the database duplicates
@@ -32,7 +38,9 @@ class Steps:
 
     def __init__(self, config: Config, sched: Scheduler, offload: Offload, *,
                  crawl: CrawlOptions | None, scope: Scope | None,
-                 on_robots: Callable[[Host], Awaitable[None]]) -> None:
+                 on_robots: Callable[[Host], Awaitable[None]],
+                 router: Router | None = None, warc: WarcWriter | None = None,
+                 previous: Previous | None = None) -> None:
         self.config = config
         self.sched = sched
         self.crawl = crawl
@@ -42,6 +50,9 @@ class Steps:
         self._scope = scope
         self._on_robots = on_robots  # a host's robots.txt was loaded (sitemaps)
         self._seen: dict[str, int] = {}  # link -> the smallest depth it was found at
+        self._router = router or None  # route handlers (extraction), if any
+        self._warc = warc  # every response of a page or sitemap is archived there
+        self._previous = previous  # --since: the earlier run to compare with
 
     async def process(self, job: Job) -> Record | None:
         """Take one step for ``job``: a record when it is finished, None when re-queued."""
@@ -69,12 +80,20 @@ class Steps:
             if host.robots is not None and host.robots.fetch_error is not None:
                 err = host.robots.fetch_error
             return self._failed(job, err)
+        headers = None
+        if self._previous is not None and job.kind == PAGE:
+            if not job.prior_checked:
+                job.prior = await self._previous.lookup(job.url)
+                job.prior_checked = True
+            if job.prior is not None:
+                headers = job.prior.conditional_headers(job.current)
         job.attempts += 1
         assert self.fetcher is not None
         started = time.monotonic()
         limit = max(self.config.max_bytes, MAX_SITEMAP_BYTES) if job.kind == SITEMAP else None
         try:
-            resp = await self.fetcher.get(job.current, max_bytes=limit, token=job)
+            resp = await self.fetcher.get(job.current, max_bytes=limit, token=job,
+                                          headers=headers, capture=self._warc is not None)
         except FetchError as exc:
             job.elapsed += time.monotonic() - started
             if exc.kind in RETRYABLE_KINDS:
@@ -84,6 +103,8 @@ class Steps:
                     return None
             return self._failed(job, exc, status=exc.status)
         job.elapsed += resp.elapsed
+        if resp.capture is not None:
+            await self._archive(job.current, resp)
         if resp.location is not None:
             return self._redirect(job, resp)
         if is_retryable_status(resp.status):
@@ -93,6 +114,18 @@ class Steps:
             job.found = self._sitemap_urls(job, resp)
             return self._job_record(job, status=resp.status)  # the writer keeps no record
         return await self._record(job, resp)
+
+    async def _archive(self, url: str, resp: Response) -> None:
+        """Write the exchange to the WARC (as received), then free its spool."""
+        assert self._warc is not None and resp.capture is not None
+        cap, resp.capture = resp.capture, None
+        try:
+            await self._warc.write(url, cap)
+        except OSError as exc:
+            raise StoreError(f"cannot write WARC file {self._warc.path}: "
+                             f"{exc.strerror or exc}") from exc
+        finally:
+            cap.close()
 
     def _sitemap_urls(self, job: Job, resp: Response) -> list[NewUrl]:
         """The pages (in scope) and nested sitemaps a sitemap lists."""
@@ -155,17 +188,77 @@ class Steps:
             error=FetchError(ErrorKind.HTTP, f"HTTP {resp.status}: {d.reason}"))
 
     async def _record(self, job: Job, resp: Response) -> Record:
+        prior = job.prior
+        if (resp.status == 304 and prior is not None
+                and prior.conditional_headers(job.current) is not None):
+            return self._unchanged(job, resp, prior)
         mime, charset = split_content_type(resp.content_type)
         body = resp.body
         record = self._job_record(job, status=resp.status, content_type=mime, bytes=len(body),
                                   sha256=await self._offload.sha256(body))
+        if self._previous is not None:  # no validators, or the page changed: by content
+            record.changed = prior is None or record.sha256 != prior.sha256
+        route = None
+        if self._router is not None and 200 <= resp.status < 300:
+            route = self._router.match(job.current)
+        crawl = self.crawl is not None
+        # a page a route handles follows only what its handler says (unless follow_links)
+        every_link = crawl and (route is None or route.follow_links)
         if body and looks_like_html(mime, body):
-            crawl = self.crawl is not None
-            page = await self._offload.parse(body, charset, want_links=crawl)
+            page = await self._offload.parse(body, charset, want_links=every_link)
             record.title, record.links = page.title, page.links
-            if crawl:
+            if every_link:
                 job.found = self._follow(job, page)
+        items: list[bytes] = []
+        if route is not None:
+            out = await run_handler(
+                route, Page(url=job.url, final_url=job.current, status=resp.status,
+                            headers=dict(resp.headers), body=body, depth=job.depth),
+                limit=self.config.timeout, offload=self._offload)
+            if out.error is not None:
+                record.error = out.error  # what it yielded before failing is dropped
+            else:
+                items = out.items
+                record.items = len(items)
+                if crawl and out.follows:
+                    job.found += self._followed(job, out.follows)
+        etag = last_modified = None
+        if resp.status == 200:
+            etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+        if items or etag is not None or last_modified is not None:
+            job.data = PageData(job.id, items, etag, last_modified)
         return record
+
+    def _unchanged(self, job: Job, resp: Response, prior: Prior) -> Record:
+        """A 304 to our conditional GET: the previous body's description, changed false."""
+        record = self._job_record(job, status=304, content_type=prior.content_type,
+                                  sha256=prior.sha256, title=prior.title, links=prior.links)
+        record.changed = False
+        # validators for the next run: a 304 may update them (RFC 9110 15.4.5)
+        etag = resp.headers.get("ETag") or prior.etag
+        last_modified = resp.headers.get("Last-Modified") or prior.last_modified
+        job.data = PageData(job.id, [], etag, last_modified)
+        return record
+
+    def _followed(self, job: Job, links: list[str]) -> list[NewUrl]:
+        """The links a handler asked to follow that a crawl takes (depth, scope, once)."""
+        assert self.crawl is not None and self._scope is not None
+        depth = job.depth + 1
+        if self.crawl.max_depth is not None and depth > self.crawl.max_depth:
+            return []
+        seen, scope, found = self._seen, self._scope, []
+        for link in dict.fromkeys(links):
+            known = seen.get(link)
+            if known is not None and known <= depth:
+                continue
+            if len(seen) >= SEEN_FILTER:
+                seen.clear()
+            seen[link] = depth
+            if not scope.allows(link):
+                self.out_of_scope += 1
+                continue
+            found.append(NewUrl(link, urls.host_key(link), depth, job.url))
+        return found
 
     def _follow(self, job: Job, page: ParsedPage) -> list[NewUrl]:
         """The links of a page a crawl should add to its frontier."""
@@ -197,7 +290,9 @@ class Steps:
         """A record of what ``job`` went through, with the outcome in ``fields``."""
         return Record(url=job.url, final_url=job.current, elapsed_ms=job.elapsed * 1000,
                       attempts=job.attempts, depth=job.depth, redirects=list(job.redirects),
-                      parent=job.parent, crawl=self.crawl is not None, **fields)
+                      parent=job.parent, crawl=self.crawl is not None,
+                      recrawl=self._previous is not None,
+                      items=0 if self._router is not None else None, **fields)
 
     def _failed(self, job: Job, error: FetchError, *, status: int | None = None) -> Record:
         return self._job_record(job, status=status, error=error)

@@ -294,7 +294,9 @@ class JobManager:
             "started": row.started, "finished": row.finished, "error": row.error,
             "urls": row.urls, "spec": row.spec,
         }
-        if live is None:
+        if live is None or row.state != JobState.RUNNING:
+            # a job that has just stopped is still live for a moment: its saved summary,
+            # written before its state changed, is the final word, not a cached snapshot
             saved = row.summary or {}
             out.update({"counts": saved.get("counts", {"total": None, "done": 0,
                                                        "in_flight": 0, "queued": 0}),

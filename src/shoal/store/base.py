@@ -45,6 +45,17 @@ class DoneUrl:
     record: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PageData:
+    """What a finished page leaves beside its record (kept only if its record is written):
+    the items extracted from it, and its validators for a conditional recrawl."""
+
+    url_id: int
+    items: Sequence[bytes] = ()  # one JSON object each, in the order they were yielded
+    etag: str | None = None
+    last_modified: str | None = None
+
+
 class Store(Protocol):
     """A run's durable state: meta, the frontier, and one record per URL."""
 
@@ -63,10 +74,11 @@ class Store(Protocol):
                                max_depth: int | None = None) -> list[PendingRow]: ...
     async def complete(self, results: Sequence[tuple[int, bytes | None]],
                        meta: dict[str, str] | None = None, sink: Sink | None = None,
-                       new: Sequence[NewUrl] = ()) -> int: ...
+                       new: Sequence[NewUrl] = (), pages: Sequence[PageData] = ()) -> int: ...
     async def counts(self) -> tuple[int, int]: ...
     async def done_by_host(self) -> dict[str, int]: ...
     async def records_after(self, seq: int, limit: int = 2000) -> list[tuple[int, bytes]]: ...
+    async def items_after(self, after: int, limit: int = 2000) -> list[tuple[int, bytes]]: ...
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T: ...
 
 

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from shoal.errors import ConfigError, StoreError
-from shoal.store.base import DoneUrl, NewUrl, PendingRow, Sink
+from shoal.store.base import DoneUrl, NewUrl, PageData, PendingRow, Sink
 from shoal.store.pg_leases import HOSTS_PENDING, MIGRATION, MIGRATION_3, LeaseMixin
 
 T = TypeVar("T")
@@ -77,6 +77,15 @@ MIGRATIONS: tuple[str, ...] = (
     MIGRATION,
     # 3: one lease deadline per process for all its URLs
     MIGRATION_3,
+    # 4: items extracted from pages, and each page's validators for a conditional recrawl
+    """
+    CREATE TABLE {s}.items (
+        id     bigserial PRIMARY KEY,    -- export order
+        url_id bigint NOT NULL,          -- the page it came from (urls.id)
+        item   bytea NOT NULL            -- one JSON object
+    );
+    ALTER TABLE {s}.urls ADD COLUMN etag text, ADD COLUMN last_modified text;
+    """,
 )
 COPY_AT = 1_000  # URLs added at once from which they are loaded with COPY
 
@@ -139,6 +148,15 @@ WITH todo AS (
 UPDATE {s}.urls SET state = 2, seq = todo.seq, record = todo.record
 FROM todo WHERE urls.id = todo.id AND urls.state = 0
 RETURNING todo.seq, todo.ord
+"""
+_ITEMS = """
+INSERT INTO {s}.items (url_id, item)
+SELECT t.id, t.item FROM unnest($1::bigint[], $2::bytea[]) WITH ORDINALITY AS t(id, item, ord)
+ORDER BY t.ord
+"""
+_VALIDATORS = """
+UPDATE {s}.urls SET etag = t.etag, last_modified = t.lm
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS t(id, etag, lm) WHERE urls.id = t.id
 """
 _SITEMAPS_DONE = ("UPDATE {s}.urls SET state = 2 WHERE id = ANY($1::bigint[]) AND state = 0 "
                   "AND ($2::text IS NULL OR owner = $2)")
@@ -361,12 +379,13 @@ class PostgresStore(LeaseMixin):
     # -- results ----------------------------------------------------------------------------
     async def complete(self, results: Sequence[tuple[int, bytes | None]],
                        meta: dict[str, str] | None = None, sink: Sink | None = None,
-                       new: Sequence[NewUrl] = ()) -> int:
+                       new: Sequence[NewUrl] = (), pages: Sequence[PageData] = ()) -> int:
         """Store the records of finished URLs (by id), and URLs they found, in one transaction.
 
         ``sink`` gets (seq, record) for each, in output order (a URL already done is
-        skipped), on the store's thread right after the commit. Returns how many of ``new``
-        were not known before.
+        skipped), on the store's thread right after the commit. ``pages`` (items,
+        validators) are kept for the URLs whose record this call writes. Returns how many
+        of ``new`` were not known before.
         """
         sitemaps = [url_id for url_id, record in results if record is None]
         records: dict[int, bytes] = {}
@@ -383,12 +402,37 @@ class PostgresStore(LeaseMixin):
                     lines = list(records.values())
                     rows = await conn.fetch(self._sql(_DONE), list(records), lines, self.owner)
                     written = sorted((r[0], lines[r[1] - 1]) for r in rows)
+                    if pages:
+                        ids = list(records)
+                        order = {ids[ord_ - 1]: seq for seq, ord_ in rows}  # id -> seq
+                        await self._page_data(conn, pages, order)
                 if new:
                     inserted = await self._insert(conn, new)
                 if meta:
                     await self._set_meta(conn, meta)
             await self._after_commit(sink, written, len(results) + len(new))
         return inserted
+
+    async def _page_data(self, conn: Any, pages: Sequence[PageData], order: dict[int, int]
+                         ) -> None:
+        """Items and validators of the pages whose record was written (``order``: id -> seq)."""
+        kept = sorted((p for p in pages if p.url_id in order), key=lambda p: order[p.url_id])
+        items = [(p.url_id, i) for p in kept for i in p.items]
+        if items:
+            await conn.execute(self._sql(_ITEMS), [i for i, _ in items], [b for _, b in items])
+        validators = [p for p in kept if p.etag is not None or p.last_modified is not None]
+        if validators:
+            await conn.execute(self._sql(_VALIDATORS), [p.url_id for p in validators],
+                               [p.etag for p in validators],
+                               [p.last_modified for p in validators])
+
+    async def items_after(self, after: int, limit: int = 2000) -> list[tuple[int, bytes]]:
+        """The next ``limit`` items (id, JSON) after item id ``after``, in order."""
+        async with self._conn() as conn:
+            rows = await conn.fetch(self._sql(
+                "SELECT id, item FROM {s}.items WHERE id > $1 ORDER BY id LIMIT $2"),
+                after, limit)
+        return [(r[0], r[1]) for r in rows]
 
     async def done_by_host(self) -> dict[str, int]:
         """Records per host key so far (for per-host page caps on resume)."""

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import orjson
 
 from shoal.errors import StoreError
-from shoal.store.base import DoneUrl, NewUrl, PendingRow, Sink
+from shoal.store.base import DoneUrl, NewUrl, PageData, PendingRow, Sink
 
 T = TypeVar("T")
 
@@ -42,6 +42,14 @@ _INSERT = (
 _DONE = ("UPDATE urls SET state = 2, seq = j.value->>0, record = CAST(j.value->>1 AS BLOB) "
          "FROM json_each(?) AS j WHERE urls.id = j.value->>2 AND urls.state = 0")
 _MAX_SEQ = "SELECT max(seq) FROM urls INDEXED BY urls_seq WHERE seq IS NOT NULL"
+# [[id, item], ...] and [[id, etag, last_modified], ...] of pages finished in this
+# transaction: rows whose record got a seq in [?, ?) (a URL done before keeps its own)
+_ITEMS = ("INSERT INTO items (url_id, item) SELECT u.id, CAST(j.value->>1 AS BLOB) "
+          "FROM json_each(?) AS j JOIN urls AS u ON u.id = j.value->>0 "
+          "WHERE u.seq >= ? AND u.seq < ? ORDER BY u.seq, j.key")
+_VALIDATORS = ("UPDATE urls SET etag = j.value->>1, last_modified = j.value->>2 "
+               "FROM json_each(?) AS j WHERE urls.id = j.value->>0 "
+               "AND urls.seq >= ? AND urls.seq < ?")
 _PENDING_COLUMNS = "json_group_array(json_array(id, url, host, depth, parent, kind))"
 
 
@@ -73,6 +81,16 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: sitemap files live in the frontier too; they yield URLs, not records
     """
     ALTER TABLE urls ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;  -- 0 page, 1 sitemap
+    """,
+    # 3: items extracted from pages, and each page's validators for a conditional recrawl
+    """
+    CREATE TABLE items (
+        id     INTEGER PRIMARY KEY,      -- export order
+        url_id INTEGER NOT NULL,         -- the page it came from (urls.id)
+        item   BLOB NOT NULL             -- one JSON object
+    );
+    ALTER TABLE urls ADD COLUMN etag TEXT;
+    ALTER TABLE urls ADD COLUMN last_modified TEXT;
     """,
 )
 
@@ -252,17 +270,19 @@ class SqliteStore:
     # -- results ----------------------------------------------------------------------------
     async def complete(self, results: Sequence[tuple[int, bytes | None]],
                        meta: dict[str, str] | None = None, sink: Sink | None = None,
-                       new: Sequence[NewUrl] = ()) -> int:
+                       new: Sequence[NewUrl] = (), pages: Sequence[PageData] = ()) -> int:
         """Store the records of finished URLs (by id), and URLs they found, in one transaction.
 
         ``sink`` gets (seq, record) for each, in output order (a URL already done is
-        skipped), on the store's thread right after the commit. Returns how many of
-        ``new`` were not known before.
+        skipped), on the store's thread right after the commit. ``pages`` (items,
+        validators) are kept for the URLs whose record this call writes. Returns how many
+        of ``new`` were not known before.
         """
-        return await self._call(self._complete, results, meta, sink, new)
+        return await self._call(self._complete, results, meta, sink, new, pages)
 
     def _complete(self, results: Sequence[tuple[int, bytes | None]], meta: dict[str, str] | None,
-                  sink: Sink | None, new: Sequence[NewUrl]) -> int:
+                  sink: Sink | None, new: Sequence[NewUrl], pages: Sequence[PageData] = ()
+                  ) -> int:
         db = self.db
         written: list[tuple[int, bytes]] = []
         inserted = 0
@@ -283,6 +303,8 @@ class SqliteStore:
                     written = db.execute(
                         "SELECT seq, record FROM urls WHERE seq >= ? AND seq < ? ORDER BY seq",
                         (first, self._next_seq)).fetchall()
+            if pages:
+                self._page_data(pages, first)
             if new:  # the upsert's rowcount also counts lowered depths: count new ids
                 before = db.execute("SELECT coalesce(max(id), 0) FROM urls").fetchone()[0]
                 db.execute(_INSERT, (_new_rows(new),))
@@ -293,6 +315,21 @@ class SqliteStore:
         if sink is not None and written:
             sink(written)
         return inserted
+
+    def _page_data(self, pages: Sequence[PageData], first: int) -> None:
+        items = [(p.url_id, i.decode()) for p in pages for i in p.items]
+        if items:
+            self.db.execute(_ITEMS, (orjson.dumps(items), first, self._next_seq))
+        validators = [(p.url_id, p.etag, p.last_modified) for p in pages
+                      if p.etag is not None or p.last_modified is not None]
+        if validators:
+            self.db.execute(_VALIDATORS, (orjson.dumps(validators), first, self._next_seq))
+
+    async def items_after(self, after: int, limit: int = 2000) -> list[tuple[int, bytes]]:
+        """The next ``limit`` items (id, JSON) after item id ``after``, in order."""
+        return await self._call(lambda: self.db.execute(
+            "SELECT id, item FROM items WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit)).fetchall())
 
     async def done_by_host(self) -> dict[str, int]:
         """Records per host key so far (for per-host page caps on resume)."""
