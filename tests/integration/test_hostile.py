@@ -502,6 +502,18 @@ async def test_robots_group_for_our_token_wins_over_star() -> None:
     assert srv.log.paths() == ["/robots.txt", "/page"]
 
 
+async def test_robots_txt_starting_with_a_byte_order_mark_is_obeyed() -> None:
+    # Files saved by Windows editors start with a UTF-8 BOM; its first line still counts.
+    text = b"\xef\xbb\xbfUser-agent: *\r\nDisallow: /private/\r\n"
+    routes = {"/robots.txt": S.robots(text), "/page": S.html_page("open"), "/private/x": "p"}
+    async with S.site(routes) as srv:
+        records = by_url(await shoal.fetch([srv.url("/page"), srv.url("/private/x")],
+                                           config(robots=True)))
+    assert records[srv.url("/page")].status == 200
+    assert kind(records[srv.url("/private/x")]) == "robots_disallowed"
+    assert srv.log.paths() == ["/robots.txt", "/page"]
+
+
 async def test_robots_crawl_delay_of_our_group_is_honoured() -> None:
     text = S.robots_txt(star_disallow=[], crawl_delay=0.4, star_crawl_delay=5)
     async with S.site({**pages(3), "/robots.txt": text}) as srv:

@@ -43,7 +43,8 @@ class RobotsPolicy:
     def from_response(cls, status: int, body: bytes, *, token: str) -> RobotsPolicy:
         """The policy for a final (non-redirect) robots.txt response, RFC 9309 2.3.1."""
         if 200 <= status < 300:
-            text = body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
+            # utf-8-sig: a leading byte order mark must not hide the first line
+            text = body[:MAX_ROBOTS_BYTES].decode("utf-8-sig", errors="replace")
             parser = Protego.parse(text)
             if _disallows_nothing(parser, token):
                 policy = cls.allow_all("robots.txt disallows nothing for us")
