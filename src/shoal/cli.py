@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from shoal import __version__
-from shoal._signals import exit_on_signals
+from shoal._signals import defer_signals, exit_on_signals
 from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
 from shoal.errors import ShoalError, StoreError, UsageError
 
@@ -363,7 +363,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            exit_on_signals()  # what asyncio put back would print a traceback
+            defer_signals()  # what asyncio put back would cut the closing with a traceback
             await store.close()
     finally:
         if temp_dir is not None:

@@ -94,6 +94,37 @@ async def test_stdin_still_open_is_fetched_as_it_comes_and_sigint_exits(
                                                                for i in range(3)]
 
 
+async def test_a_second_sigint_while_finishing_up_exits_130_without_a_traceback(
+        tmp_path: Path, tmp_out: Path) -> None:
+    # After the summary, shoal still closes its state and waits for its input reader (here
+    # a standard input that stays open): a second Ctrl-C lands there.
+    async with site(pages(1)) as srv:
+        proc = await asyncio.create_subprocess_exec(
+            *shoal_cmd("fetch", "-", "-o", str(tmp_out), "-q"), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stderr is not None
+        err = b""
+        try:
+            proc.stdin.write(srv.url("/p/0").encode() + b"\n")
+            await proc.stdin.drain()
+            await _wait_for_lines(tmp_out, 1, proc)
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(15):
+                while b"interrupted:" not in err:  # the summary's last line
+                    line = await proc.stderr.readline()
+                    assert line, err.decode()
+                    err += line
+                proc.send_signal(signal.SIGINT)
+                err += await proc.stderr.read()
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"Error" not in err, err.decode()
+
+
 async def test_a_named_pipe_or_process_substitution_is_read_as_input(
         tmp_path: Path, tmp_out: Path) -> None:
     fifo = tmp_path / "urls.fifo"  # what `shoal fetch <(make-urls)` hands over: a pipe
