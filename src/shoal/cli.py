@@ -368,6 +368,10 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
     finally:
         if temp_dir is not None:
             temp_dir.cleanup()
+    if result.output_closed:  # the reader left (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo("shoal: the reader of the output left; stopped", err=True)
+        return EXIT_OK
     if result.nothing_to_do:
         if result.stats.done == 0:
             click.echo("shoal: nothing to do: the input holds no URLs (only blank lines and "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shlex
 import signal
 from collections import Counter
 from pathlib import Path
@@ -63,6 +64,23 @@ async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
     assert len(lines) == 3
     assert all(line.startswith('{"url":') for line in lines)  # nothing else on stdout
     assert "shoal" in run.stderr
+
+
+async def test_a_reader_leaving_standard_output_early_stops_quietly(tmp_path: Path) -> None:
+    n = 3000  # far more output than a pipe holds
+    async with site(pages(n)) as srv:
+        inp = write_urls(tmp_path / "u.txt", [srv.url(f"/p/{i}") for i in range(n)])
+        command = " ".join([*(shlex.quote(a) for a in shoal_cmd("fetch", str(inp), "-q")),
+                            "| head -n 2"])
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", f"set -o pipefail; {command}", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        fetched = srv.log.count(path_prefix="/p/")
+    assert proc.returncode == 0, err.decode()  # shoal's own code (pipefail)
+    assert len(out.decode().splitlines()) == 2
+    assert "Traceback" not in err.decode() and "Error" not in err.decode(), err.decode()
+    assert fetched < n  # it stopped, rather than fetching the rest for nobody
 
 
 async def test_stdin_still_open_is_fetched_as_it_comes_and_sigint_exits(

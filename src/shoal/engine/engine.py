@@ -52,6 +52,7 @@ class RunResult:
     nothing_to_do: bool
     output: str | None
     state: str
+    output_closed: bool = False  # the reader of the output pipe left (`| head`)
 
 
 class Engine:
@@ -115,6 +116,8 @@ class Engine:
         self._grace_expired = False
         self._known_at_start = 0
         self._generation = 0  # bumped whenever URLs are added to the frontier
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.output_closed = False  # writing the output met a closed pipe
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self, *, grace: float = STOP_GRACE) -> None:
@@ -174,6 +177,7 @@ class Engine:
 
     async def run(self, source: Source) -> RunResult:
         """Load the input, fetch everything pending, write every record; then return."""
+        self._loop = asyncio.get_running_loop()
         await self._check_meta(source)
         meta = await self.store.get_meta()
         if self.output is not None:
@@ -225,7 +229,7 @@ class Engine:
                          nothing_to_do=self._done == 0 and self._known == self._known_at_start
                          and not self._stop_requested,
                          output=self.output.display if self.output else None,
-                         state=self.store.path)
+                         state=self.store.path, output_closed=self.output_closed)
 
     # -- meta and output --------------------------------------------------------------------
     async def _check_meta(self, source: Source) -> None:
@@ -253,9 +257,14 @@ class Engine:
 
     def _sink(self, rows: list[tuple[int, bytes]]) -> None:
         """After a commit, on the store thread: append to the output, tell the library."""
-        if self.output is not None:
-            self.output.write(rows)
-            self.output.sync(at_most_every=5.0)
+        if self.output is not None and not self.output_closed:
+            try:
+                self.output.write(rows)
+                self.output.sync(at_most_every=5.0)
+            except BrokenPipeError:  # the reader left (`shoal fetch ... | head`): stop
+                self.output_closed = True
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(lambda: self.request_stop(grace=0))
         if self._on_records is not None:
             self._on_records(rows)
 
