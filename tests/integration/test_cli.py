@@ -55,6 +55,25 @@ async def test_fetch_writes_one_record_per_distinct_url(tmp_path: Path, tmp_out:
     assert str(tmp_out) in run.stderr  # the summary says where the output went
 
 
+@pytest.mark.parametrize("via", ["file", "stdin"])
+async def test_an_input_starting_with_a_byte_order_mark_is_read_from_its_first_url(
+        tmp_path: Path, tmp_out: Path, via: str) -> None:
+    # what Notepad and Excel save as "UTF-8": the file starts with EF BB BF
+    async with site(pages(2)) as srv:
+        data = b"\xef\xbb\xbf" + "".join(srv.url(f"/p/{i}") + "\r\n"
+                                         for i in range(2)).encode()
+        if via == "file":
+            inp = tmp_path / "u.txt"
+            inp.write_bytes(data)
+            run = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")
+        else:
+            run = await run_shoal("fetch", "-", "-o", str(tmp_out), "-q", stdin=data)
+    assert run.code == 0, run.stderr
+    recs = read_records(tmp_out)
+    assert sorted(r["url"] for r in recs) == [srv.url("/p/0"), srv.url("/p/1")]
+    assert all(r["status"] == 200 and r["error"] is None for r in recs)
+
+
 async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
     async with site(pages(3)) as srv:
         data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3)).encode()
