@@ -278,6 +278,8 @@ def _paths(kw: dict[str, Any]) -> tuple[str | None, str | None]:
     state = state or f"{output}.state.db"
     if os.path.isdir(output):
         _fail(f"output {output!r} is a directory")
+    if "://" not in state and Path(state).resolve() == Path(output).resolve():
+        _fail(f"--state {state!r} is the output file; the records would overwrite the state")
     parent = Path(output).resolve().parent
     if not parent.is_dir():
         _fail(f"cannot write output {output!r}: directory {str(parent)!r} does not exist")

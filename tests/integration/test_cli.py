@@ -216,6 +216,20 @@ async def test_unusable_state_or_output_path_exits_2_with_one_line(tmp_path: Pat
     assert "cannot" in run.stderr
 
 
+@pytest.mark.parametrize("spelling", ["same", "relative"])
+async def test_state_naming_the_output_file_is_refused(tmp_path: Path, spelling: str) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    out = tmp_path / "out.jsonl"
+    state = str(out) if spelling == "same" else "./out.jsonl"
+    for _ in range(2):  # the second time both exist
+        run = await run_shoal("fetch", str(inp), "-o", str(out), "--state", state, "-q",
+                              "--retries", "0", cwd=tmp_path)
+        assert run.code == 2, run.stderr
+        assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        assert "--state" in run.stderr and "output" in run.stderr
+        out.write_text("")
+
+
 async def test_unreadable_input_exits_2(tmp_path: Path) -> None:
     run = await run_shoal("fetch", str(tmp_path / "missing.txt"))
     assert run.code == 2
