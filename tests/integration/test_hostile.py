@@ -248,6 +248,20 @@ async def test_redirect_to_ftp_is_unsupported_scheme() -> None:
     assert r.final_url == srv.url("/go") and r.redirects == []
 
 
+@pytest.mark.parametrize(("location", "want"), [
+    ("http://[::1", "invalid_url"),  # urljoin itself refuses it
+    ("http://exa mple.com/", "invalid_url"),
+    ("mailto:someone@example.test", "unsupported_scheme"),
+])
+async def test_a_bad_redirect_target_keeps_the_status_that_came(location: str,
+                                                                want: str) -> None:
+    head = S.http_head("HTTP/1.1 302 Found", [("Location", location), ("Content-Length", "0")])
+    async with S.scripted(head) as srv:
+        r = await fetch_one(srv.url("/go"))
+    assert kind(r) == want and r.attempts == 1
+    assert r.status == 302  # a response came: status is not null
+
+
 async def test_redirect_to_another_host_goes_through_its_robots() -> None:
     async with S.sites(2) as (a, b):
         b.add({
