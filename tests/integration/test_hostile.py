@@ -449,6 +449,40 @@ async def test_close_delimited_body_is_valid() -> None:
     assert r.title == "close-delimited" and r.links == 3 and r.content_type == "text/html"
 
 
+def nesting_bomb(depth: int) -> bytes:
+    """HTML that costs the parser depth x depth steps: every <div> start looks down a stack
+    of ``depth`` open elements (HTML's "p in button scope" check)."""
+    return (b"<!doctype html><title>bomb</title>" + b"<span>" * depth + b"<div>" * depth)
+
+
+async def test_a_page_that_is_pathological_to_parse_does_not_stall_the_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.engine import offload
+
+    monkeypatch.setattr(offload, "PARSE_DEADLINE", 2.0)
+    routes = {
+        "/inline-size": S.reply(200, nesting_bomb(40_000), content_type="text/html"),  # 440 KB
+        "/big": S.reply(200, nesting_bomb(200_000), content_type="text/html"),  # 2.2 MB
+        "/fine": S.html_page("fine", ["/a", "/b"]),
+    }
+    async with S.site(routes) as srv:
+        urls = [srv.url(p) for p in routes]
+        started = time.monotonic()
+        async with shoal.Crawler(config(timeout=30)) as crawler:
+            records = by_url([r async for r in crawler.fetch(urls)])
+            result = crawler.last_result
+        took = time.monotonic() - started
+    assert result is not None
+    assert took < 15, took  # not the minutes the big one would take to parse
+    assert result.stats.loop_lag_max < 1.0  # the loop never froze on a page
+    fine = records[srv.url("/fine")]
+    assert fine.title == "fine" and fine.links == 2
+    for path in ("/inline-size", "/big"):
+        r = records[srv.url(path)]
+        assert r.status == 200 and r.error is None and r.sha256 is not None, r
+        assert r.title in (None, "bomb")  # given up, or parsed in time: never a hang
+
+
 # --------------------------------------------------------------------------- 6. robots.txt
 
 
