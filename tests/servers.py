@@ -324,6 +324,123 @@ async def sites(
         )
 
 
+# --------------------------------------------------------------------------- timed server
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux
+_TIMESPEC = struct.Struct("qq")
+
+
+class TimedServer(_Addressed):
+    """A small keep-alive HTTP/1.1 server that logs when each request reached the kernel.
+
+    Pacing tests compare gaps between request starts with delays of a few hundred ms. A
+    server that stamps a request when its event loop gets to it adds that loop's delays:
+    on a loaded 2-core machine 10-20 ms, even in a process of its own. This one reads with
+    recvmsg and logs the kernel's receive timestamp (SO_TIMESTAMPNS, set on the listening
+    socket so every connection inherits it): when the request arrived, as a remote server's
+    network stack sees it. ``log.starts()`` are on the time.monotonic() scale.
+
+    ``routes`` maps a path to an HTML page, or to text for ``/robots.txt``; others get 404.
+    """
+
+    def __init__(self, routes: Mapping[str, str], *, host: str = "127.0.0.1",
+                 log: RequestLog | None = None) -> None:
+        _check_loopback(host)
+        self.host = host
+        self.port = 0
+        self.routes = dict(routes)
+        self.log = log if log is not None else RequestLog()
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._to_monotonic = time.monotonic() - time.time()
+
+    async def __aenter__(self) -> TimedServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.bind((self.host, 0))
+        sock.listen(64)
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._accepting = asyncio.create_task(self._accept(sock))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._accepting is not None and self._sock is not None
+        self._accepting.cancel()  # its task group cancels every connection
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._accepting
+        self._sock.close()
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                conn, _ = await loop.sock_accept(sock)
+                conn.setblocking(False)
+                self.log.connected()
+                tg.create_task(self._serve(conn))
+
+    def _stamp(self, ancillary: list[tuple[int, int, bytes]]) -> float:
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = _TIMESPEC.unpack(data[:_TIMESPEC.size])
+                return sec + nsec / 1e9 + self._to_monotonic
+        return time.monotonic()  # no stamp (not Linux): when we read it
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        buf, arrived = b"", 0.0
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    await _readable(loop, conn)
+                    try:
+                        data, ancillary, _, _ = conn.recvmsg(64 * KiB,
+                                                             socket.CMSG_SPACE(_TIMESPEC.size))
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    if not data:
+                        return
+                    if not buf:
+                        arrived = self._stamp(ancillary)
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                first, *lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = [*first.split(" ", 2), "", ""][:3]
+                headers = {k.strip(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+                entry = self.log.begin(method=method, path=target,
+                                       host=headers.get("Host", ""), headers=headers)
+                entry.started = arrived
+                path = urlsplit(target).path
+                body = self.routes.get(path)
+                status = 200 if body is not None else 404
+                ctype = "text/plain" if path == "/robots.txt" else "text/html"
+                data = (body or "").encode()
+                head_out = http_head(f"HTTP/1.1 {status} {'OK' if body is not None else 'NF'}",
+                                     [("Content-Type", f"{ctype}; charset=utf-8"),
+                                      ("Content-Length", str(len(data)))])
+                # keep-alive: http_head adds Connection: close, which is not wanted here
+                head_out = head_out.replace(b"Connection: close\r\n", b"")
+                await loop.sock_sendall(conn, head_out + data)
+                self.log.end(entry, status)
+        except (ConnectionError, OSError):
+            pass  # the client left
+        finally:
+            conn.close()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
 # --------------------------------------------------------------------------- pages and handlers
 
 

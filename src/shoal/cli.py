@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from shoal import __version__
-from shoal._signals import exit_on_signals
+from shoal._signals import defer_signals, exit_on_signals
 from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
 from shoal.errors import ShoalError, StoreError, UsageError, WorkerError
 
@@ -309,6 +309,8 @@ def _paths(kw: dict[str, Any]) -> tuple[str | None, str | None]:
     state = state or f"{output}.state.db"
     if os.path.isdir(output):
         _fail(f"output {output!r} is a directory")
+    if "://" not in state and Path(state).resolve() == Path(output).resolve():
+        _fail(f"--state {state!r} is the output file; the records would overwrite the state")
     parent = Path(output).resolve().parent
     if not parent.is_dir():
         _fail(f"cannot write output {output!r}: directory {str(parent)!r} does not exist")
@@ -460,11 +462,15 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            exit_on_signals()  # what asyncio put back would print a traceback
+            defer_signals()  # what asyncio put back would cut the closing with a traceback
             await store.close()
     finally:
         if temp_dir is not None:
             temp_dir.cleanup()
+    if result.output_closed:  # the reader left (e.g. `| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo("shoal: the reader of the output left; stopped", err=True)
+        return EXIT_OK
     if result.nothing_to_do:
         if result.stats.done == 0:
             click.echo("shoal: nothing to do: the input holds no URLs (only blank lines and "

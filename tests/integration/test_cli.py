@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shlex
 import signal
 from collections import Counter
 from pathlib import Path
@@ -54,6 +55,25 @@ async def test_fetch_writes_one_record_per_distinct_url(tmp_path: Path, tmp_out:
     assert str(tmp_out) in run.stderr  # the summary says where the output went
 
 
+@pytest.mark.parametrize("via", ["file", "stdin"])
+async def test_an_input_starting_with_a_byte_order_mark_is_read_from_its_first_url(
+        tmp_path: Path, tmp_out: Path, via: str) -> None:
+    # what Notepad and Excel save as "UTF-8": the file starts with EF BB BF
+    async with site(pages(2)) as srv:
+        data = b"\xef\xbb\xbf" + "".join(srv.url(f"/p/{i}") + "\r\n"
+                                         for i in range(2)).encode()
+        if via == "file":
+            inp = tmp_path / "u.txt"
+            inp.write_bytes(data)
+            run = await run_shoal("fetch", str(inp), "-o", str(tmp_out), "-q")
+        else:
+            run = await run_shoal("fetch", "-", "-o", str(tmp_out), "-q", stdin=data)
+    assert run.code == 0, run.stderr
+    recs = read_records(tmp_out)
+    assert sorted(r["url"] for r in recs) == [srv.url("/p/0"), srv.url("/p/1")]
+    assert all(r["status"] == 200 and r["error"] is None for r in recs)
+
+
 async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
     async with site(pages(3)) as srv:
         data = "".join(srv.url(f"/p/{i}") + "\n" for i in range(3)).encode()
@@ -63,6 +83,23 @@ async def test_stdin_input_and_stdout_output(tmp_path: Path) -> None:
     assert len(lines) == 3
     assert all(line.startswith('{"url":') for line in lines)  # nothing else on stdout
     assert "shoal" in run.stderr
+
+
+async def test_a_reader_leaving_standard_output_early_stops_quietly(tmp_path: Path) -> None:
+    n = 3000  # far more output than a pipe holds
+    async with site(pages(n)) as srv:
+        inp = write_urls(tmp_path / "u.txt", [srv.url(f"/p/{i}") for i in range(n)])
+        command = " ".join([*(shlex.quote(a) for a in shoal_cmd("fetch", str(inp), "-q")),
+                            "| head -n 2"])
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", f"set -o pipefail; {command}", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        fetched = srv.log.count(path_prefix="/p/")
+    assert proc.returncode == 0, err.decode()  # shoal's own code (pipefail)
+    assert len(out.decode().splitlines()) == 2
+    assert "Traceback" not in err.decode() and "Error" not in err.decode(), err.decode()
+    assert fetched < n  # it stopped, rather than fetching the rest for nobody
 
 
 async def test_stdin_still_open_is_fetched_as_it_comes_and_sigint_exits(
@@ -92,6 +129,37 @@ async def test_stdin_still_open_is_fetched_as_it_comes_and_sigint_exits(
         assert run.code == 0, run.stderr
     assert sorted(r["url"] for r in read_records(tmp_out)) == [srv.url(f"/p/{i}")
                                                                for i in range(3)]
+
+
+async def test_a_second_sigint_while_finishing_up_exits_130_without_a_traceback(
+        tmp_path: Path, tmp_out: Path) -> None:
+    # After the summary, shoal still closes its state and waits for its input reader (here
+    # a standard input that stays open): a second Ctrl-C lands there.
+    async with site(pages(1)) as srv:
+        proc = await asyncio.create_subprocess_exec(
+            *shoal_cmd("fetch", "-", "-o", str(tmp_out), "-q"), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stderr is not None
+        err = b""
+        try:
+            proc.stdin.write(srv.url("/p/0").encode() + b"\n")
+            await proc.stdin.drain()
+            await _wait_for_lines(tmp_out, 1, proc)
+            proc.send_signal(signal.SIGINT)
+            async with asyncio.timeout(15):
+                while b"interrupted:" not in err:  # the summary's last line
+                    line = await proc.stderr.readline()
+                    assert line, err.decode()
+                    err += line
+                proc.send_signal(signal.SIGINT)
+                err += await proc.stderr.read()
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err and b"Error" not in err, err.decode()
 
 
 async def test_a_named_pipe_or_process_substitution_is_read_as_input(
@@ -146,6 +214,20 @@ async def test_unusable_state_or_output_path_exits_2_with_one_line(tmp_path: Pat
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, \
         run.stderr
     assert "cannot" in run.stderr
+
+
+@pytest.mark.parametrize("spelling", ["same", "relative"])
+async def test_state_naming_the_output_file_is_refused(tmp_path: Path, spelling: str) -> None:
+    inp = write_urls(tmp_path / "u.txt", ["http://127.0.0.1:9/"])
+    out = tmp_path / "out.jsonl"
+    state = str(out) if spelling == "same" else "./out.jsonl"
+    for _ in range(2):  # the second time both exist
+        run = await run_shoal("fetch", str(inp), "-o", str(out), "--state", state, "-q",
+                              "--retries", "0", cwd=tmp_path)
+        assert run.code == 2, run.stderr
+        assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+        assert "--state" in run.stderr and "output" in run.stderr
+        out.write_text("")
 
 
 async def test_unreadable_input_exits_2(tmp_path: Path) -> None:

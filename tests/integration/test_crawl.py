@@ -433,6 +433,18 @@ async def test_which_links_of_a_page_are_followed() -> None:
                                                    "ftp", "%20"))
 
 
+@pytest.mark.parametrize("content", ["none", "NOINDEX, NONE", "noarchive,none", "nofollow",
+                                     "noindex nofollow"])
+async def test_meta_robots_none_is_nofollow_too(content: str) -> None:
+    meta = (f'<!doctype html><html><head><title>m</title><meta name="robots" '
+            f'content="{content}"></head><body><a href="/behind">x</a></body></html>')
+    async with site({"/": meta, "/behind": html_page("behind")}) as srv:
+        recs = await crawl_records([srv.url("/")])
+        requests = page_requests(srv)
+    assert [r.url for r in recs] == [srv.url("/")]
+    assert requests == Counter({"/": 1})
+
+
 async def test_links_resolve_against_the_final_url_after_redirects() -> None:
     routes: dict[str, Route] = {
         "/": html_page("home", ["/moved"]),

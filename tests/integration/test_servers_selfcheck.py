@@ -559,3 +559,37 @@ async def test_bomb_decompresses_past_100mb(name: str) -> None:
         assert framing == (None, None)
     else:
         assert framing[0] is not None and int(framing[0]) > wire
+
+
+async def test_timed_server_logs_kernel_arrival_not_when_its_loop_got_to_it() -> None:
+    import socket
+    import threading
+
+    routes = {"/robots.txt": "User-agent: *\nAllow: /\n", "/p": S.html_page("p")}
+    async with S.TimedServer(routes) as srv:
+        sent: list[float] = []
+        done = threading.Event()
+
+        def client() -> None:  # a blocking client on its own thread, two keep-alive requests
+            with socket.create_connection((srv.host, srv.port)) as c:
+                for path in ("/robots.txt", "/p"):
+                    sent.append(time.monotonic())
+                    c.sendall(f"GET {path} HTTP/1.1\r\nHost: {srv.netloc}\r\n\r\n".encode())
+                    head = b""
+                    while b"</html>" not in head and b"Allow: /" not in head:
+                        head += c.recv(65536)
+            done.set()
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        for _ in range(2):
+            while len(sent) < len(srv.log.entries) + 1 and not done.is_set():
+                time.sleep(0.001)  # wait (blocking the loop) until the request is on its way
+            time.sleep(0.15)  # the loop is busy: the server gets to the request 150 ms late
+            async with asyncio.timeout(5):
+                await srv.log.wait_started(len(sent))
+        await asyncio.to_thread(thread.join, 10)
+    assert srv.log.paths() == ["/robots.txt", "/p"]
+    assert [e.status for e in srv.log.entries] == [200, 200]
+    for entry, at in zip(srv.log.entries, sent, strict=True):
+        assert 0 <= entry.started - at < 0.05, (entry.started - at)  # not 0.15 late

@@ -50,7 +50,8 @@ class RobotsPolicy:
     @classmethod
     def _from_response(cls, status: int, body: bytes, *, token: str) -> RobotsPolicy:
         if 200 <= status < 300:
-            text = body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
+            # utf-8-sig: a leading byte order mark must not hide the first line
+            text = body[:MAX_ROBOTS_BYTES].decode("utf-8-sig", errors="replace")
             parser = Protego.parse(text)
             if _disallows_nothing(parser, token):
                 policy = cls.allow_all("robots.txt disallows nothing for us")

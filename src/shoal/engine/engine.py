@@ -86,6 +86,7 @@ class RunResult:
     nothing_to_do: bool
     output: str | None
     state: str
+    output_closed: bool = False  # the reader of the output pipe left (`| head`)
 
 
 class Engine:
@@ -184,6 +185,8 @@ class Engine:
                                   on_lost=lambda: self.request_stop(grace=0),
                                   turn=shared.turn)
             self.sched.gate = self._leases.gate
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.output_closed = False  # writing the output met a closed pipe
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self, *, grace: float = STOP_GRACE) -> None:
@@ -247,6 +250,7 @@ class Engine:
         """Load the input, fetch everything pending, write every record; then return.
 
         A follower (``shard`` given) has no source: the leader loads the input."""
+        self._loop = asyncio.get_running_loop()
         if source is not None:
             await self._check_meta(source)
         meta = await self.store.get_meta()
@@ -339,7 +343,7 @@ class Engine:
                          nothing_to_do=self._done == 0 and self._known == self._known_at_start
                          and not self._stop_requested,
                          output=self.output.display if self.output else None,
-                         state=self.store.path)
+                         state=self.store.path, output_closed=self.output_closed)
 
     # -- meta and output --------------------------------------------------------------------
     async def _check_meta(self, source: Source) -> None:
@@ -379,9 +383,14 @@ class Engine:
         self._deliver(rows)
 
     def _deliver(self, rows: list[tuple[int, bytes]]) -> None:
-        if self.output is not None:
-            self.output.write(rows)
-            self.output.sync(at_most_every=5.0)
+        if self.output is not None and not self.output_closed:
+            try:
+                self.output.write(rows)
+                self.output.sync(at_most_every=5.0)
+            except BrokenPipeError:  # the reader left (`shoal fetch ... | head`): stop
+                self.output_closed = True
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(lambda: self.request_stop(grace=0))
         if self._on_records is not None:
             self._on_records(rows)
 

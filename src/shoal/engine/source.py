@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import select
 import stat
@@ -37,6 +38,13 @@ class Source:
         pass
 
 
+def _text(line: bytes, first: bool) -> str:
+    """A line of input as text; a UTF-8 byte order mark opening the input is not in it."""
+    if first and line.startswith(codecs.BOM_UTF8):
+        line = line[len(codecs.BOM_UTF8):]
+    return line.decode("utf-8", errors="replace")
+
+
 def _keep(line: str) -> bool:
     s = line.strip()
     return bool(s) and not s.startswith("#")
@@ -55,6 +63,7 @@ class _PipeLines:
         self._buf = b""
         self._at = 0  # start of the unread part of _buf
         self._eof = False
+        self._first = True  # the next line opens the input
         self.stopped = threading.Event()
         self._poll = select.poll() if hasattr(select, "poll") else None
         if self._poll is not None:
@@ -101,7 +110,8 @@ class _PipeLines:
                 break
             used += len(line)
             lines += 1
-            text = line.decode("utf-8", errors="replace")
+            text = _text(line, self._first)
+            self._first = False
             if _keep(text):
                 out.append(text.strip())
         return out, used, lines
@@ -117,6 +127,7 @@ class _PipeLines:
                 continue
             if not line:
                 break
+            self._first = False
             done += 1 if lines is not None else len(line)
         return done
 
@@ -155,8 +166,8 @@ class FileSource(Source):
             line = fh.readline()
             if not line:
                 break
+            text = _text(line, self._pos == 0)
             self._pos += len(line)
-            text = line.decode("utf-8", errors="replace")
             if _keep(text):
                 out.append(text.strip())
         return out

@@ -154,7 +154,8 @@ class Steps:
             return self._failed(job, exc, status=resp.status)
         except ValueError as exc:
             return self._failed(job, FetchError(ErrorKind.INVALID_URL,
-                                                f"bad redirect Location: {exc}"))
+                                                f"bad redirect Location: {exc}"),
+                                status=resp.status)
         chain = [job.url, *job.redirects]
         if target in chain:
             return self._failed(job, FetchError(

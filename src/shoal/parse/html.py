@@ -18,6 +18,7 @@ _META_CHARSET = re.compile(
     rb"""<meta[^>]+?charset\s*=\s*["']?\s*([a-zA-Z0-9_:.\-]+)""", re.IGNORECASE
 )
 _WS = re.compile(r"\s+")
+_DIRECTIVES = re.compile(r"[\s,]+")
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8"),
     (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16 LE: it starts with the same bytes
@@ -171,6 +172,7 @@ def parse_html(body: bytes, http_charset: str | None, *, want_links: bool = Fals
         for meta in tree.css("meta[name]"):
             if (meta.attributes.get("name") or "").lower() == "robots":
                 content = (meta.attributes.get("content") or "").lower()
-                if "nofollow" in content or "none" in content.split(","):
+                directives = set(_DIRECTIVES.split(content))  # commas, or just spaces
+                if "nofollow" in directives or "none" in directives:
                     page.nofollow = True
     return page
