@@ -200,10 +200,13 @@ def crawl(seeds: tuple[str, ...], max_pages: int | None, max_depth: int | None, 
               help="Write here (default: standard output; parquet needs a file).")
 @click.option("--items", is_flag=True,
               help="Export extracted items instead of records (none exist yet).")
-def export(state: str, fmt: str, output: str | None, items: bool) -> None:
+@click.option("--job", metavar="NAME", default=None,
+              help="With a postgresql:// STATE: the job to export.")
+def export(state: str, fmt: str, output: str | None, items: bool, job: str | None) -> None:
     """Export a run's records (jsonl, csv, parquet).
 
-    STATE is a run's state database (e.g. out.jsonl.state.db). Records come in output
+    STATE is a run's state database (e.g. out.jsonl.state.db), or a postgresql:// URL
+    with --job NAME. Records come in output
     order, streamed, so any size of job exports in bounded memory. jsonl is byte for byte
     the run's output; csv and parquet split `error` into error_kind and error_message.
     """
@@ -213,7 +216,7 @@ def export(state: str, fmt: str, output: str | None, items: bool) -> None:
         _fail("this state holds no items (extraction handlers come in a later version)")
     where = "standard output" if output in (None, "-") else output
     try:
-        count = export_records(state, fmt, output)
+        count = export_records(state, fmt, output, job=job)
     except UsageError as exc:
         _fail(str(exc))
     except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly
@@ -464,6 +467,8 @@ def worker(db: str, concurrency: int, name: str | None, lease: float | None,
         log(f"{w.owner} working on {_display(db)}")
         try:
             stopped = await w.run()
+        except StoreError as exc:
+            _fail(str(exc))
         except asyncio.CancelledError:
             log("stopped at once; its leases run out and others take its URLs over")
             return EXIT_INTERRUPTED
