@@ -224,10 +224,13 @@ def crawl(seeds: tuple[str, ...], max_pages: int | None, max_depth: int | None, 
 @click.option("--items", is_flag=True,
               help="Export the extracted items (route handlers, --extract) instead of the "
                    "records.")
-def export(state: str, fmt: str, output: str | None, items: bool) -> None:
+@click.option("--job", metavar="NAME", default=None,
+              help="With a postgresql:// STATE: the job to export.")
+def export(state: str, fmt: str, output: str | None, items: bool, job: str | None) -> None:
     """Export a run's records or items (jsonl, csv, parquet).
 
-    STATE is a run's state database (e.g. out.jsonl.state.db). Records come in output
+    STATE is a run's state database (e.g. out.jsonl.state.db), or a postgresql:// URL
+    with --job NAME. Records come in output
     order, streamed, so any size of job exports in bounded memory. jsonl is byte for byte
     the run's output; csv and parquet split `error` into error_kind and error_message.
     With --items: one row per item, in record order; csv and parquet columns are the
@@ -238,7 +241,10 @@ def export(state: str, fmt: str, output: str | None, items: bool) -> None:
 
     where = "standard output" if output in (None, "-") else output
     try:
-        count = (export_items if items else export_records)(state, fmt, output)
+        if items:
+            count = export_items(state, fmt, output)
+        else:
+            count = export_records(state, fmt, output, job=job)
     except UsageError as exc:
         _fail(str(exc))
     except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly
@@ -617,6 +623,8 @@ def worker(db: str, concurrency: int, name: str | None, lease: float | None,
         log(f"{w.owner} working on {_display(db)}")
         try:
             stopped = await w.run()
+        except StoreError as exc:
+            _fail(str(exc))
         except asyncio.CancelledError:
             log("stopped at once; its leases run out and others take its URLs over")
             return EXIT_INTERRUPTED

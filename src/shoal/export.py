@@ -36,11 +36,12 @@ _BATCH_QUERY = "SELECT seq, record FROM urls WHERE seq > ? AND seq <= ? ORDER BY
 
 
 def export_records(state_path: str, fmt: str, out_path: str | None, *,
-                   batch: int = 10_000) -> int:
+                   batch: int = 10_000, job: str | None = None) -> int:
     """Write every record of the state at ``state_path`` to ``out_path`` in ``fmt``.
 
-    ``out_path`` None or "-" is standard output (not for parquet). Returns the number of
-    records written.
+    ``state_path`` is an SQLite state database, or a ``postgresql://`` URL with the run's
+    ``job`` name there. ``out_path`` None or "-" is standard output (not for parquet).
+    Returns the number of records written.
 
     Raises:
         UsageError: unknown format, parquet to standard output, or the state is missing
@@ -55,6 +56,12 @@ def export_records(state_path: str, fmt: str, out_path: str | None, *,
         out_path = None
     if fmt == "parquet" and out_path is None:
         raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
+    if state_path.startswith(("postgresql://", "postgres://")):
+        from shoal.store.pg_export import PostgresRecords
+
+        with PostgresRecords(state_path, job) as source:
+            return _write(source.batches(batch), fmt, out_path, source.path,
+                          _extra_columns(source.extras()))
     if not os.path.exists(state_path):
         raise UsageError(f"state database {state_path!r} does not exist")
     if out_path is not None and _same_file(state_path, out_path):
@@ -62,22 +69,26 @@ def export_records(state_path: str, fmt: str, out_path: str | None, *,
                          "with its own export")
     db = _open_state(state_path)
     try:
-        columns = _columns(db)
-        batches = _batches(db, state_path, batch)
-        if out_path is None:
-            return _write_stream(batches, fmt, sys.stdout.buffer, state_path, columns)
-        with open(out_path, "wb") as fh:
-            try:
-                if fmt == "parquet":
-                    return _write_parquet(batches, fh, state_path, columns)
-                return _write_stream(batches, fmt, fh, state_path, columns)
-            except BaseException:
-                # no half-written file may pass for a whole export
-                fh.close()
-                _remove_partial(out_path)
-                raise
+        return _write(_batches(db, state_path, batch), fmt, out_path, state_path,
+                      _columns(db))
     finally:
         db.close()
+
+
+def _write(batches: Iterator[list[tuple[int, bytes]]], fmt: str, out_path: str | None,
+           state_path: str, columns: tuple[str, ...]) -> int:
+    if out_path is None:
+        return _write_stream(batches, fmt, sys.stdout.buffer, state_path, columns)
+    with open(out_path, "wb") as fh:
+        try:
+            if fmt == "parquet":
+                return _write_parquet(batches, fh, state_path, columns)
+            return _write_stream(batches, fmt, fh, state_path, columns)
+        except BaseException:
+            # no half-written file may pass for a whole export
+            fh.close()
+            _remove_partial(out_path)
+            raise
 
 
 def _remove_partial(path: str) -> None:
@@ -130,7 +141,12 @@ def _columns(db: sqlite3.Connection) -> tuple[str, ...]:
         row = db.execute("SELECT value FROM meta WHERE key = ?", (EXTRAS_META,)).fetchone()
     except sqlite3.Error:
         return COLUMNS
-    have = set((row[0] if row else "").split(","))
+    return _extra_columns(row[0] if row else "")
+
+
+def _extra_columns(extras: str) -> tuple[str, ...]:
+    """COLUMNS, and those of EXTRA_COLUMNS named in ``extras`` (the state's EXTRAS_META)."""
+    have = set(extras.split(","))
     return COLUMNS + tuple(c for c in EXTRA_COLUMNS if c in have)
 
 

@@ -85,8 +85,8 @@ async def shared_jobs(dsn: str) -> dict[str, bool]:
         StoreError: the database cannot be reached or read.
     """
     try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StoreError(f"cannot connect to {dsn.rpartition('@')[2]}: {exc}") from exc
     jobs: dict[str, bool] = {}
     try:
@@ -135,19 +135,19 @@ class Worker:
             engine.request_stop()
 
     async def run(self) -> bool:
-        """Work until stopped; True when stopped by ``request_stop``, False when idle."""
+        """Work until stopped; True when stopped by ``request_stop``, False when idle.
+
+        Raises:
+            StoreError: the database cannot be reached at the start.
+        """
         running: dict[str, asyncio.Task[None]] = {}
         pause_until: dict[str, float] = {}
         loop = asyncio.get_running_loop()
+        jobs = await shared_jobs(self.dsn)  # a wrong --db fails here, once
         async with asyncio.TaskGroup() as tg:
             while not self._stop.is_set():
                 for job in [j for j, t in running.items() if t.done()]:
                     del running[job]
-                try:
-                    jobs = await shared_jobs(self.dsn)
-                except StoreError as exc:
-                    self._log(f"{exc}; trying again")
-                    jobs = {}
                 now = loop.time()
                 for job, work in jobs.items():
                     if work and job not in running and pause_until.get(job, 0) <= now:
@@ -158,6 +158,13 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(DISCOVER_EVERY):
                         await self._stop.wait()
+                if self._stop.is_set():
+                    break
+                try:
+                    jobs = await shared_jobs(self.dsn)
+                except StoreError as exc:  # the database may come back: keep what runs
+                    self._log(f"{exc}; trying again")
+                    jobs = {job: True for job in running}
         return True
 
     async def _work(self, job: str, pause_until: dict[str, float]) -> None:

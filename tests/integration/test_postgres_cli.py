@@ -52,6 +52,16 @@ async def test_cli_fetch_keeps_its_state_in_postgres(tmp_path: Path, pg_url: str
     assert sorted(r["url"] for r in recs) == sorted(srv.url(f"/p/{i}") for i in range(30))
     assert srv.log.count(path_prefix="/p/") == 30
     assert not (tmp_path / "out.jsonl.state.db").exists()  # nothing was kept in SQLite
+    # export reads the job back from PostgreSQL: byte for byte the run's output
+    exported = tmp_path / "export.jsonl"
+    run = await run_shoal("export", pg_url, "--job", job, "-o", str(exported))
+    assert run.code == 0 and "exported 30 records" in run.stderr, run.stderr
+    assert exported.read_bytes() == out.read_bytes()
+    csv_run = await run_shoal("export", pg_url, "--job", job, "--format", "csv")
+    assert csv_run.code == 0 and len(csv_run.stdout.splitlines()) == 31
+    for args, says in [([], "needs --job"), (["--job", "nojob_here"], "no such job")]:
+        bad = await run_shoal("export", pg_url, *args)
+        assert bad.code == 2 and says in bad.stderr and "Traceback" not in bad.stderr
 
 
 async def test_library_crawl_on_postgres(pg_url: str, job: str) -> None:
