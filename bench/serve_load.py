@@ -86,7 +86,8 @@ async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadli
         if time.monotonic() > deadline:
             raise TimeoutError("the job did not finish in the time limit")
         await asyncio.sleep(0.2)
-    elapsed = time.monotonic() - started
+    # the engine's own run time: not the queueing before it, nor this loop's polling
+    elapsed = state["rates"]["elapsed"] or (time.monotonic() - started)
     return job["id"], state["counts"]["done"] / elapsed
 
 
@@ -104,7 +105,8 @@ async def watcher(http: aiohttp.ClientSession, api: str, job_id: str, stop: asyn
 
 
 async def api_load(http: aiohttp.ClientSession, api: str, job_id: str, rate: int,
-                   stop: asyncio.Event, latencies: list[float], failures: list[int]) -> None:
+                   stop: asyncio.Event, latencies: list[float], failures: list[int],
+                   by_path: dict[str, list[float]]) -> None:
     paths = [f"/v1/jobs/{job_id}", "/v1/jobs?limit=20", f"/v1/jobs/{job_id}/records?limit=50",
              "/readyz", "/metrics"]
     interval = 1.0 / rate
@@ -118,6 +120,8 @@ async def api_load(http: aiohttp.ClientSession, api: str, job_id: str, rate: int
         except (TimeoutError, aiohttp.ClientError):
             ok = False
         latencies.append(time.perf_counter() - t0)
+        by_path.setdefault(path.split("?")[0].replace(job_id, "{id}"), []).append(
+            latencies[-1])
         if not ok:
             failures[0] += 1
 
@@ -162,6 +166,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
                 stop = asyncio.Event()
                 latencies: list[float] = []
+                by_path: dict[str, list[float]] = {}
                 failures = [0]
                 events = [0, 0]
                 async with http.post(f"{api}/v1/jobs", json={
@@ -173,7 +178,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         tg.create_task(watcher(http, api, watched, stop, events))
                     await asyncio.sleep(2)  # let the watchers connect
                     load = tg.create_task(api_load(http, api, watched, args.rate, stop,
-                                                   latencies, failures))
+                                                   latencies, failures, by_path))
                     started = time.monotonic()
                     try:
                         _, loaded = await run_job(http, api, urls, deadline)
@@ -195,6 +200,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "api_p99_ms": round(pct(latencies, 0.99), 2),
         "api_mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
         "sse_events_received": events[0], "sse_failures": events[1],
+        "api_p50_p99_ms_by_path": {p: [round(pct(v, 0.5), 2), round(pct(v, 0.99), 2)]
+                                   for p, v in sorted(by_path.items())},
         "warmup_records_per_s": round(warm, 1),
     }
 

@@ -433,9 +433,10 @@ def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running
     click.echo(f"shoal: serving on http://{shown}:{sock.getsockname()[1]}/ "
                f"(dashboard at /, API at /v1, docs at /docs); "
                f"{'tokens required' if active else 'open: no tokens configured'}", err=True)
-    from shoal._runtime import tune_malloc
+    from shoal._runtime import tune_gc, tune_malloc
 
     tune_malloc()
+    tune_gc()  # the service owns its process, as the other commands do
     with sock:
         started = run_server(server, sock)
     if not started:

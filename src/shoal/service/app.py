@@ -40,6 +40,9 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
 ERROR_KIND = "^(" + "|".join([*(k.value for k in ErrorKind), "none"]) + ")$"
 
+AUTH_TTL = 1.0  # seconds a token check is remembered
+AUTH_CACHE = 1_000  # tokens remembered at most
+
 bearer = HTTPBearer(auto_error=False, description="A token from `shoal token create`.")
 
 
@@ -140,15 +143,32 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
                                                           f"{first['msg']}"}, status_code=422)
 
     # -- access -----------------------------------------------------------------------------
+    # Known tokens and the token count are remembered for AUTH_TTL seconds: a lookup is
+    # a thread hop (the GIL is busy with the engines), a cached answer is free. So a
+    # revoked token stops working within AUTH_TTL. Unknown tokens are never cached.
+    known: dict[str, tuple[float, Principal]] = {}
+    count: list[float] = [0.0, 0.0]  # [expires, active tokens]
+
     async def principal(creds: Annotated[HTTPAuthorizationCredentials | None,
                                          Depends(bearer)]) -> Principal:
+        now = time.monotonic()
         if creds is not None:
+            hit = known.get(creds.credentials)
+            if hit is not None and hit[0] > now:
+                return hit[1]
             info = await asyncio.to_thread(tokens.verify, creds.credentials)
             if info is not None:
-                return Principal(info.id, info.read_only)
+                if len(known) >= AUTH_CACHE:
+                    known.clear()
+                who = known[creds.credentials] = (now + AUTH_TTL,
+                                                  Principal(info.id, info.read_only))
+                return who[1]
+            known.pop(creds.credentials, None)
             raise HTTPException(401, "unknown or revoked token",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if loopback and await asyncio.to_thread(tokens.count_active) == 0:
+        if count[0] <= now:
+            count[:] = [now + AUTH_TTL, await asyncio.to_thread(tokens.count_active)]
+        if loopback and count[1] == 0:
             return Principal("", False)  # no tokens configured, loopback only: open
         raise HTTPException(401, "a bearer token is required (shoal token create)",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -8,19 +8,27 @@ comes back, and its engine resumes from its state.
 
 Capacity is shared by giving every running job its own engine: its own worker pool,
 host slots and limits. A slow host holds only the slots of that host in that job; the
-other jobs' workers never wait on it, and the event loop serves them all in turn.
+other jobs' workers never wait on it.
+
+Each engine runs on an event loop of its own, in a thread of its own: an engine fetching
+at full speed keeps its loop busy (tens of milliseconds between two turns), and the API
+must not queue behind that. The API's loop only reads the engines' counters, and talks
+to an engine through ``call_soon_threadsafe``. The threads share the GIL, so the API
+costs the engines its own CPU time, no more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
 import shutil
 import time
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,8 +81,18 @@ class Live:
     latest: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST))
     event: bytes = b""  # the last progress snapshot, JSON
     previous: Statistics | None = None  # the last snapshot passed to the metrics
+    loop: asyncio.AbstractEventLoop | None = None  # the engine's own loop, while it runs
     _stats: Statistics | None = None
     _stats_at: float = 0.0
+
+    def request_stop(self, grace: float) -> None:
+        """Ask the engine (on its own thread) to stop; safe before and after it runs."""
+        loop = self.loop
+        if loop is None:
+            return  # not started yet: it checks ``stop`` before running
+        with contextlib.suppress(RuntimeError):  # its loop has closed: the engine ended
+            loop.call_soon_threadsafe(functools.partial(self.engine.request_stop,
+                                                        grace=grace))
 
     def statistics(self) -> Statistics:
         """The engine's statistics, taken at most every STATS_TTL seconds: API requests
@@ -89,6 +107,12 @@ class Live:
         for host, status, kind, size, record in rows:
             self.count(host, status, kind, size, 1)
             self.latest.append(record)
+
+    def count_rows(self, rows: list[tuple[str, int | None, str | None, int | None, int]]
+                   ) -> None:
+        """Add what earlier runs of this job recorded (host, status, kind, bytes, count)."""
+        for host, status, kind, size, n in rows:
+            self.count(host, status, kind, int(size or 0), n)
 
     def count(self, host: str, status: int | None, kind: str | None, size: int, n: int
               ) -> None:
@@ -143,14 +167,20 @@ class JobManager:
         self._tick = asyncio.Event()  # set (and replaced) at every progress tick
         self.stopping = False
         self.ready = asyncio.Event()
+        self._threads = ThreadPoolExecutor(max_workers=settings.max_running,
+                                           thread_name_prefix="shoal-job")
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> JobManager:
-        os.makedirs(self.settings.jobs_dir, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(os.makedirs, self.settings.jobs_dir, exist_ok=True)
         await self.db.open()
         self._stack = contextlib.AsyncExitStack()
         try:
             self._stack.push_async_callback(self.db.close)
+            # every job task has awaited its thread before the task group exits
+            self._stack.callback(self._threads.shutdown, wait=False)
             self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._tg.create_task(self._dispatch(), name="shoal-service-dispatch")
             self._tg.create_task(self._ticker(), name="shoal-service-ticker")
@@ -177,7 +207,7 @@ class JobManager:
         for live in self._live.values():
             if live.stop is None:
                 live.stop = "shutdown"
-            live.engine.request_stop(grace=self.settings.drain_grace)
+            live.request_stop(self.settings.drain_grace)
         self._wake.set()
         self._fire_tick()
 
@@ -228,7 +258,7 @@ class JobManager:
         if live is not None:
             if live.stop is None:
                 live.stop = "pause"
-                live.engine.request_stop(grace=self.settings.drain_grace)
+                live.request_stop(self.settings.drain_grace)
             await live.done.wait()
         elif row.state == JobState.QUEUED:
             await self._set_state(row, JobState.PAUSED)
@@ -254,7 +284,7 @@ class JobManager:
         if live is not None:
             if live.stop in (None, "pause", "shutdown"):
                 live.stop = "cancel"
-            live.engine.request_stop(grace=0)
+            live.request_stop(0)
             await live.done.wait()
         elif row.state in FINAL:
             raise JobError(409, f"job {job_id} is already {row.state}")
@@ -267,7 +297,7 @@ class JobManager:
         live = self._live.get(job_id)
         if live is not None:
             live.stop = "delete"
-            live.engine.request_stop(grace=0)
+            live.request_stop(0)
             await live.done.wait()
         await self.db.delete(job_id)
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
@@ -289,6 +319,8 @@ class JobManager:
     def summary(self, row: JobRow) -> dict[str, Any]:
         """The job as the API shows it: state, counts, rates, errors by kind, hosts."""
         live = self._live.get(row.id)
+        if live is not None and row.state != JobState.RUNNING and row.summary is not None:
+            live = None  # finishing: its final summary is written
         out: dict[str, Any] = {
             "id": row.id, "kind": row.kind, "state": str(row.state), "created": row.created,
             "started": row.started, "finished": row.finished, "error": row.error,
@@ -446,45 +478,66 @@ class JobManager:
         try:
             if row.state != JobState.RUNNING or row.started is None:
                 await self._set_state(row, JobState.RUNNING, started=row.started or utc_now_iso())
-            await store.open()
-            for host, status, kind, size, n in await store.in_thread(
-                    lambda: store.db.execute(_BASE_QUERY).fetchall()):
-                live.count(host, status, kind, int(size or 0), n)
-            if live.stop is None:
-                source = await asyncio.to_thread(self._source, row)
-                await live.engine.run(source)
+            done = asyncio.get_running_loop().run_in_executor(
+                self._threads, self._engine_thread, live, store)
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                live.request_stop(0)  # requests in flight go back to pending
+                await asyncio.wait([done])
+                raise
         except Exception as exc:  # a failed job is a state, not a crash of the service
             log.exception("job %s failed", row.id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
             try:
-                await asyncio.shield(self._finish(live, store, error))
+                await asyncio.shield(self._finish(live, error))
             finally:
                 self._live.pop(row.id, None)
                 live.done.set()
                 self._wake.set()
 
-    async def _finish(self, live: Live, store: SqliteStore, error: str | None) -> None:
-        row = live.row
+    def _engine_thread(self, live: Live, store: SqliteStore) -> None:
+        """The job's engine on a loop of its own (uvloop when present), in this thread."""
+        from shoal._runtime import loop_factory
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(self._engine_main(live, store))
+
+    async def _engine_main(self, live: Live, store: SqliteStore) -> None:
+        assert self._loop is not None
+        live.loop = asyncio.get_running_loop()
         try:
-            await store.close()
+            await store.open()
+            base = await store.in_thread(lambda: store.db.execute(_BASE_QUERY).fetchall())
+            self._loop.call_soon_threadsafe(live.count_rows, base)
+            if live.stop is None:  # else a stop came before this loop could hear of it
+                source = await asyncio.to_thread(self._source, live.row)
+                await live.engine.run(source)
         finally:
-            stats = live.engine.statistics()
-            part = self._live_part(live, stats)
-            part["counts"]["in_flight"] = part["counts"]["queued"] = 0
-            part["rates"]["pages_per_second"] = 0.0
-            for h in part["hosts"]:
-                h["in_flight"] = h["queued"] = 0
-            if live.previous is not None or live.records:
-                self.metrics.observe_job(row.id, stats, live.previous)
-            state, finished = {
-                None: (JobState.COMPLETED, utc_now_iso()),
-                "pause": (JobState.PAUSED, None),
-                "cancel": (JobState.CANCELLED, utc_now_iso()),
-                "delete": (JobState.CANCELLED, utc_now_iso()),
-                "shutdown": (JobState.RUNNING, None),
-            }[live.stop]
-            if error is not None:
-                state, finished = JobState.FAILED, utc_now_iso()
-            row.summary = part
-            await self._set_state(row, state, finished=finished, error=error, summary=part)
+            live.loop = None
+            await store.close()
+
+    async def _finish(self, live: Live, error: str | None) -> None:
+        row = live.row
+        # the engine's thread has ended: its counters are final
+        stats = live.engine.statistics()
+        live._stats, live._stats_at = stats, time.monotonic()
+        part = self._live_part(live, stats)
+        part["counts"]["in_flight"] = part["counts"]["queued"] = 0
+        part["rates"]["pages_per_second"] = 0.0
+        for h in part["hosts"]:
+            h["in_flight"] = h["queued"] = 0
+        if live.previous is not None or live.records:
+            self.metrics.observe_job(row.id, stats, live.previous)
+        state, finished = {
+            None: (JobState.COMPLETED, utc_now_iso()),
+            "pause": (JobState.PAUSED, None),
+            "cancel": (JobState.CANCELLED, utc_now_iso()),
+            "delete": (JobState.CANCELLED, utc_now_iso()),
+            "shutdown": (JobState.RUNNING, None),
+        }[live.stop]
+        if error is not None:
+            state, finished = JobState.FAILED, utc_now_iso()
+        row.summary = part
+        await self._set_state(row, state, finished=finished, error=error, summary=part)
