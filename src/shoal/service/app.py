@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -373,6 +374,9 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         job_id = row.id
 
         async def stream() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            tick = settings.tick
+            turn = loop.time() + random.random() * tick  # this stream's phase
             while True:
                 data = manager.live_event(job_id)
                 final = False
@@ -384,8 +388,9 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
                     data = orjson.dumps(manager.summary(current))
                     final = current.state not in ACTIVE
                 yield b"data: " + data + b"\n\n"
-                if final or not await manager.wait_tick():
+                if final or not await manager.wait_until(turn):
                     return
+                turn = max(turn + tick, loop.time())  # one a tick; late ones skip ahead
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",

@@ -164,7 +164,7 @@ class JobManager:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()  # the dispatcher looks for queued jobs
-        self._tick = asyncio.Event()  # set (and replaced) at every progress tick
+        self._tick_stop = asyncio.Event()  # set once stopping: event streams end
         self.stopping = False
         self.ready = asyncio.Event()
         self._threads = ThreadPoolExecutor(max_workers=settings.max_running,
@@ -209,7 +209,7 @@ class JobManager:
                 live.stop = "shutdown"
             live.request_stop(self.settings.drain_grace)
         self._wake.set()
-        self._fire_tick()
+        self._tick_stop.set()
 
     # -- requests ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> str:
@@ -377,20 +377,24 @@ class JobManager:
             "latest": list(live.latest)[-10:],
         }
 
-    async def wait_tick(self) -> bool:
-        """Wait for the next progress tick; False once the service is stopping."""
+    async def wait_until(self, when: float) -> bool:
+        """Sleep until loop time ``when`` (a watcher's next turn); False once stopping.
+
+        Event streams start at random phases of the tick, so a thousand of them are
+        written spread over the second rather than all in one turn of the loop.
+        """
         if self.stopping:
             return False
-        await self._tick.wait()
+        delay = when - asyncio.get_running_loop().time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._tick_stop.wait()
         return not self.stopping
 
     def live_event(self, job_id: str) -> bytes | None:
         live = self._live.get(job_id)
         return live.event if live is not None and live.event else None
-
-    def _fire_tick(self) -> None:
-        tick, self._tick = self._tick, asyncio.Event()
-        tick.set()
 
     async def _ticker(self) -> None:
         while not self.stopping:
@@ -401,7 +405,6 @@ class JobManager:
                 live.event = orjson.dumps(summary)
                 self.metrics.observe_job(job_id, stats, live.previous)
                 live.previous = stats
-            self._fire_tick()
 
     async def _lag(self) -> None:
         loop = asyncio.get_running_loop()
