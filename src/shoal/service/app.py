@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import os
 import random
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -292,8 +293,6 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         finally:
             await asyncio.to_thread(fh.close)
             if not ok:
-                import shutil
-
                 await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
         spec = {"options": options.model_dump()}
         row = await manager.create(job_id=job_id, kind="fetch", spec=spec, token=who.token,
