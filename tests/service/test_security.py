@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -61,6 +62,14 @@ async def test_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
     assert "not loopback" in run.stderr and "shoal token create" in run.stderr
     run = await run_shoal("serve", "--allow-net", "nope", "--db", db)
     assert run.code == 2 and "--allow-net" in run.stderr and run.stderr.count("\n") == 1
+    run = await run_shoal("serve", "--db", "postgresql://127.0.0.1/x")
+    assert run.code == 2 and "SQLite" in run.stderr and run.stderr.count("\n") == 1
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        run = await run_shoal("serve", "--port", port, "--db", db)
+    assert run.code == 2 and "cannot listen" in run.stderr and run.stderr.count("\n") == 1
 
 
 async def test_request_bodies_are_limited(tmp_path: Path) -> None:

@@ -140,8 +140,10 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
                    "type": str(e.get("type", ""))} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-        return JSONResponse({"detail": errors, "message": f"{where or 'request'}: "
+        loc = [str(p) for p in first["loc"]]
+        where = ".".join(p for p in loc if p not in ("body", "query", "path")) or (
+            loc[0] if loc else "request")
+        return JSONResponse({"detail": errors, "message": f"{where}: "
                                                           f"{first['msg']}"}, status_code=422)
 
     # -- access -----------------------------------------------------------------------------

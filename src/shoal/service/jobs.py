@@ -328,7 +328,8 @@ class JobManager:
         }
         if live is None:
             saved = row.summary or {}
-            out.update({"counts": saved.get("counts", {"total": None, "done": 0,
+            known = row.urls if row.kind == "fetch" else None  # before its first run
+            out.update({"counts": saved.get("counts", {"total": known, "done": 0,
                                                        "in_flight": 0, "queued": 0}),
                         "rates": {"pages_per_second": 0.0,
                                   "elapsed": saved.get("rates", {}).get("elapsed", 0.0)},
