@@ -67,7 +67,8 @@ class Principal:
 
 
 class Timing:
-    """ASGI middleware: every API request's latency, by method, route template and status."""
+    """ASGI middleware: every API request's latency (to the start of its response), by
+    method, route template and status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -79,20 +80,23 @@ class Timing:
             return
         status = 500
         started = time.perf_counter()
+        answered: float | None = None  # when the headers went out
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = time.perf_counter()
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
+            # time to the response's start: an event stream's length is not its latency
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(scope["method"], template, status,
-                                         time.perf_counter() - started)
+            end = answered if answered is not None else time.perf_counter()
+            self.metrics.observe_request(scope["method"], template, status, end - started)
 
 
 class JobList(BaseModel):
