@@ -126,8 +126,9 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         finally:
             await asyncio.to_thread(tokens.close)
 
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN
     app = FastAPI(title="shoal", version=__version__, lifespan=lifespan,
-                  max_body_size=settings.max_body,
+                  max_body_size=settings.max_body, docs_url=None, redoc_url=None,
                   description="The shoal crawl service: jobs, records, live progress.")
     app.state.manager = manager
     app.state.tokens = tokens
