@@ -101,6 +101,7 @@ async def test_bad_options_are_422_naming_the_field(tmp_path: Path) -> None:
             ({"kind": "crawl", "seeds": ["http://127.0.0.1/"],
               "options": {"include": ["(unclosed"]}}, "--include"),
             ({"kind": "fetch", "urls": []}, "urls"),
+            ({"kind": "fetch", "urls": ["http://a.test/\nhttp://b.test/"]}, "urls.0"),
             ({"kind": "zip", "urls": ["x"]}, "kind"),
         ]
         for body, field in cases:

@@ -257,8 +257,12 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
                 spec["options"]["max_pages"] = settings.max_urls_per_job
             spec["seeds"] = job.seeds
             count = len(job.seeds)
-        row = await manager.create(job_id=job_id, kind=job.kind, spec=spec, token=who.token,
-                                   urls=count)
+        try:
+            row = await manager.create(job_id=job_id, kind=job.kind, spec=spec,
+                                       token=who.token, urls=count)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
+            raise
         return manager.summary(row)
 
     @app.post("/v1/jobs/upload", status_code=201, tags=["jobs"],
@@ -302,8 +306,12 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
             if not ok:
                 await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
         spec = {"options": options.model_dump()}
-        row = await manager.create(job_id=job_id, kind="fetch", spec=spec, token=who.token,
-                                   urls=lines)
+        try:
+            row = await manager.create(job_id=job_id, kind="fetch", spec=spec,
+                                       token=who.token, urls=lines)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
+            raise
         return manager.summary(row)
 
     @app.get("/v1/jobs", tags=["jobs"])
