@@ -160,19 +160,24 @@ class JobManager:
         return await self.db.get(job_id)
 
     async def pause(self, job_id: str) -> JobRow:
-        row = await self._need(job_id)
-        live = self._live.get(job_id)
-        if live is not None:
-            if live.stop is None:
-                live.stop = "pause"
-                live.request_stop(self.settings.drain_grace)
-            await live.done.wait()
-        elif row.state == JobState.QUEUED:
-            await self._set_state(row, JobState.PAUSED)
-        elif row.state != JobState.PAUSED:
-            raise JobError(409, f"job {job_id} is {row.state}; only a queued or running job "
-                                "can be paused")
-        return await self._need(job_id)
+        for _ in range(3):
+            row = await self._need(job_id)
+            live = self._live.get(job_id)
+            if live is not None:
+                if live.stop is None:
+                    live.stop = "pause"
+                    live.request_stop(self.settings.drain_grace)
+                await live.done.wait()
+                return await self._need(job_id)
+            if row.state == JobState.PAUSED:
+                return row
+            if row.state not in ACTIVE:
+                raise JobError(409, f"job {job_id} is {row.state}; only a queued or running "
+                                    "job can be paused")
+            if await self.db.update(job_id, when=row.state, state=JobState.PAUSED):
+                return await self._need(job_id)
+            # it started (or changed) meanwhile: look again
+        raise JobError(409, f"job {job_id} is changing state; try again")
 
     async def resume(self, job_id: str) -> JobRow:
         row = await self._need(job_id)
@@ -181,23 +186,27 @@ class JobManager:
         if row.state != JobState.PAUSED:
             raise JobError(409, f"job {job_id} is {row.state}; only a paused job can resume")
         await self.check_quota(row.token)
-        await self._set_state(row, JobState.QUEUED)
+        await self.db.update(job_id, when=JobState.PAUSED, state=JobState.QUEUED)
         self._wake.set()
         return await self._need(job_id)
 
     async def cancel(self, job_id: str) -> JobRow:
-        row = await self._need(job_id)
-        live = self._live.get(job_id)
-        if live is not None:
-            if live.stop in (None, "pause", "shutdown"):
-                live.stop = "cancel"
-            live.request_stop(0)
-            await live.done.wait()
-        elif row.state in FINAL:
-            raise JobError(409, f"job {job_id} is already {row.state}")
-        else:
-            await self._set_state(row, JobState.CANCELLED, finished=utc_now_iso())
-        return await self._need(job_id)
+        for _ in range(3):
+            row = await self._need(job_id)
+            live = self._live.get(job_id)
+            if live is not None:
+                if live.stop in (None, "pause", "shutdown"):
+                    live.stop = "cancel"
+                live.request_stop(0)
+                await live.done.wait()
+                return await self._need(job_id)
+            if row.state in FINAL:
+                raise JobError(409, f"job {job_id} is already {row.state}")
+            if await self.db.update(job_id, when=row.state, state=JobState.CANCELLED,
+                                    finished=utc_now_iso()):
+                return await self._need(job_id)
+            # it started (or changed) meanwhile: look again
+        raise JobError(409, f"job {job_id} is changing state; try again")
 
     async def delete(self, job_id: str) -> None:
         await self._need(job_id)
@@ -350,9 +359,15 @@ class JobManager:
     async def _run(self, live: Live, store: SqliteStore) -> None:
         row = live.row
         error: str | None = None
+        started = row.started or utc_now_iso()
+        if not await self.db.claim(row.id, started):
+            # paused, cancelled or deleted since the dispatcher read it: not to run
+            self._live.pop(row.id, None)
+            live.done.set()
+            self._wake.set()
+            return
+        row.state, row.started = JobState.RUNNING, started
         try:
-            if row.state != JobState.RUNNING or row.started is None:
-                await self._set_state(row, JobState.RUNNING, started=row.started or utc_now_iso())
             done = asyncio.get_running_loop().run_in_executor(
                 self._threads, self._engine_thread, live, store)
             try:
