@@ -2,11 +2,12 @@
 
 Starts three processes on loopback only: the demo site (the crawl target), `shoal serve`
 (with `--allow-net 127.0.0.0/8`) and this script as the load generator. Runs the same
-fetch job three times: alone, then while WATCHERS clients follow a running job's event
-stream and a steady RATE API requests per second are sent (job status, job list, a
-records page, readiness, metrics), then alone again (the mean of the two unloaded runs is
-the reference: other load on the machine drifts). Reports the API latency (p50/p99) and the job's throughput with and
-without the load. Everything is bounded: URL count, watchers, rate and a time limit.
+fetch job four times: to warm up, alone, then while WATCHERS clients follow a running
+job's event stream and a steady RATE API requests per second are sent (job status, job
+list, a records page, readiness, metrics), then alone again (the mean of the two
+unloaded runs is the reference: other load on the machine drifts). Reports the API
+latency (p50/p99) and the job's throughput with and without the load. Everything is
+bounded: URL count, watchers, rate and a time limit.
 
 Usage: python bench/serve_load.py [--urls 20000] [--watchers 1000] [--rate 200]
                                    [--max-seconds 300] [--json out.json]
