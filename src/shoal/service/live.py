@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -112,7 +113,8 @@ def live_summary(live: Live, stats: Statistics) -> dict[str, Any]:
     sched = live.engine.sched
     config = live.engine.config
     now = time.monotonic()
-    top = sorted(live.hosts.items(), key=lambda kv: -kv[1][0])[:HOSTS_SHOWN]
+    # most pages first; nlargest keeps this linear for a crawl over many thousand hosts
+    top = heapq.nlargest(HOSTS_SHOWN, live.hosts.items(), key=lambda kv: kv[1][0])
     hosts = []
     for key, (pages, errors) in top:
         if not key:
