@@ -2,10 +2,12 @@
 
 Starts three processes on loopback only: the demo site (the crawl target), `shoal serve`
 (with `--allow-net 127.0.0.0/8`) and this script as the load generator. Runs the same
-fetch job twice, first alone and then while WATCHERS clients follow its event stream and
-a steady RATE API requests per second are sent (job status, job list, a records page,
-readiness, metrics). Reports the API latency (p50/p99) and the job's throughput with and
-without the load. Everything is bounded: URL count, watchers, rate and a time limit.
+fetch job four times: to warm up, alone, then while WATCHERS clients follow a running
+job's event stream and a steady RATE API requests per second are sent (job status, job
+list, a records page, readiness, metrics), then alone again (the mean of the two
+unloaded runs is the reference: other load on the machine drifts). Reports the API
+latency (p50/p99) and the job's throughput with and without the load. Everything is
+bounded: URL count, watchers, rate and a time limit.
 
 Usage: python bench/serve_load.py [--urls 20000] [--watchers 1000] [--rate 200]
                                    [--max-seconds 300] [--json out.json]
@@ -86,7 +88,8 @@ async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadli
         if time.monotonic() > deadline:
             raise TimeoutError("the job did not finish in the time limit")
         await asyncio.sleep(0.2)
-    elapsed = time.monotonic() - started
+    # the engine's own run time: not the queueing before it, nor this loop's polling
+    elapsed = state["rates"]["elapsed"] or (time.monotonic() - started)
     return job["id"], state["counts"]["done"] / elapsed
 
 
@@ -104,7 +107,8 @@ async def watcher(http: aiohttp.ClientSession, api: str, job_id: str, stop: asyn
 
 
 async def api_load(http: aiohttp.ClientSession, api: str, job_id: str, rate: int,
-                   stop: asyncio.Event, latencies: list[float], failures: list[int]) -> None:
+                   stop: asyncio.Event, latencies: list[float], failures: list[int],
+                   by_path: dict[str, list[float]]) -> None:
     paths = [f"/v1/jobs/{job_id}", "/v1/jobs?limit=20", f"/v1/jobs/{job_id}/records?limit=50",
              "/readyz", "/metrics"]
     interval = 1.0 / rate
@@ -118,6 +122,8 @@ async def api_load(http: aiohttp.ClientSession, api: str, job_id: str, rate: int
         except (TimeoutError, aiohttp.ClientError):
             ok = False
         latencies.append(time.perf_counter() - t0)
+        by_path.setdefault(path.split("?")[0].replace(job_id, "{id}"), []).append(
+            latencies[-1])
         if not ok:
             failures[0] += 1
 
@@ -156,12 +162,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-                _, warm = await run_job(http, api, urls[: min(2000, pages)], deadline)
+                # a whole warm-up run: the target and the service reach a steady state first
+                _, warm = await run_job(http, api, urls, deadline)
                 _, alone = await run_job(http, api, urls, deadline)
                 print(f"unloaded: {alone:,.0f} records/s", file=sys.stderr)
 
                 stop = asyncio.Event()
                 latencies: list[float] = []
+                by_path: dict[str, list[float]] = {}
                 failures = [0]
                 events = [0, 0]
                 async with http.post(f"{api}/v1/jobs", json={
@@ -173,7 +181,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         tg.create_task(watcher(http, api, watched, stop, events))
                     await asyncio.sleep(2)  # let the watchers connect
                     load = tg.create_task(api_load(http, api, watched, args.rate, stop,
-                                                   latencies, failures))
+                                                   latencies, failures, by_path))
                     started = time.monotonic()
                     try:
                         _, loaded = await run_job(http, api, urls, deadline)
@@ -184,17 +192,22 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     async with http.post(f"{api}/v1/jobs/{watched}/cancel") as resp:
                         await resp.read()  # ends the watchers' streams
                 print(f"loaded:   {loaded:,.0f} records/s", file=sys.stderr)
+                # unloaded once more: the machine's other load drifts, so bracket the run
+                _, alone_after = await run_job(http, api, urls, deadline)
+                print(f"unloaded: {alone_after:,.0f} records/s", file=sys.stderr)
     return {
         "urls": pages, "watchers": args.watchers, "rate": args.rate,
-        "crawl_records_per_s_unloaded": round(alone, 1),
+        "crawl_records_per_s_unloaded": [round(alone, 1), round(alone_after, 1)],
         "crawl_records_per_s_loaded": round(loaded, 1),
-        "crawl_loaded_vs_unloaded": round(loaded / alone, 3),
+        "crawl_loaded_vs_unloaded": round(loaded / ((alone + alone_after) / 2), 3),
         "api_requests": len(latencies), "api_failures": failures[0],
         "api_rate_achieved": round(len(latencies) / measured, 1),
         "api_p50_ms": round(pct(latencies, 0.50), 2),
         "api_p99_ms": round(pct(latencies, 0.99), 2),
         "api_mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
         "sse_events_received": events[0], "sse_failures": events[1],
+        "api_p50_p99_ms_by_path": {p: [round(pct(v, 0.5), 2), round(pct(v, 0.99), 2)]
+                                   for p, v in sorted(by_path.items())},
         "warmup_records_per_s": round(warm, 1),
     }
 

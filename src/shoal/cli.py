@@ -542,11 +542,12 @@ def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running
     server = build_server(settings, host=host, port=port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"shoal: serving on http://{shown}:{sock.getsockname()[1]}/ "
-               f"(dashboard at /, API at /v1, docs at /docs); "
+               f"(dashboard at /, API at /v1, schema at /openapi.json); "
                f"{'tokens required' if active else 'open: no tokens configured'}", err=True)
-    from shoal._runtime import tune_malloc
+    from shoal._runtime import tune_gc, tune_malloc
 
     tune_malloc()
+    tune_gc()  # the service owns its process, as the other commands do
     with sock:
         started = run_server(server, sock)
     if not started:

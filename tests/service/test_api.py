@@ -101,6 +101,7 @@ async def test_bad_options_are_422_naming_the_field(tmp_path: Path) -> None:
             ({"kind": "crawl", "seeds": ["http://127.0.0.1/"],
               "options": {"include": ["(unclosed"]}}, "--include"),
             ({"kind": "fetch", "urls": []}, "urls"),
+            ({"kind": "fetch", "urls": ["http://a.test/\nhttp://b.test/"]}, "urls.0"),
             ({"kind": "zip", "urls": ["x"]}, "kind"),
         ]
         for body, field in cases:
@@ -202,3 +203,33 @@ async def test_pause_resume_cancel_delete(tmp_path: Path) -> None:
         status, _ = await svc.call("GET", f"/v1/jobs/{jid}")
         assert status == 404
         assert not (Path(svc.settings.jobs_dir) / jid).exists()
+
+
+async def test_jobs_over_max_running_wait_their_turn(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    async def gated(request: object) -> object:
+        from aiohttp import web
+
+        async with asyncio.timeout(30):
+            await gate.wait()
+        return web.Response(text=html_page("ok"), content_type="text/html")
+
+    async with site({"/g": gated, "/a": html_page("a")}) as srv, \
+            service(tmp_path, max_running=1) as svc:
+        first = await svc.start_job({"kind": "fetch", "urls": [srv.url("/g")],
+                                     "options": {"no_robots": True}})
+        await svc.wait_job(first["id"], {"running"})
+        second = await svc.start_job({"kind": "fetch", "urls": [srv.url("/a")]})
+        _, job = await svc.call("GET", f"/v1/jobs/{second['id']}", expect=200)
+        assert job["state"] == "queued"
+        # a queued job can be paused and resumed without ever running
+        _, job = await svc.call("POST", f"/v1/jobs/{second['id']}/pause", expect=200)
+        assert job["state"] == "paused"
+        _, job = await svc.call("POST", f"/v1/jobs/{second['id']}/resume", expect=200)
+        assert job["state"] == "queued"
+        gate.set()
+        assert (await svc.wait_job(first["id"]))["state"] == "completed"
+        done = await svc.wait_job(second["id"])
+        assert done["state"] == "completed" and done["counts"]["done"] == 1
+        assert done["started"] >= (await svc.wait_job(first["id"]))["finished"]

@@ -85,6 +85,68 @@ async def test_dashboard_start_watch_cancel(tmp_path: Path) -> None:
             _, job = await svc.call("GET", f"/v1/jobs/{job_id}", expect=200)
             assert job["state"] == "cancelled" and 0 < job["counts"]["done"] < 3000
             assert await page.is_disabled("#cancel")
+
+            async with page.expect_download() as info:
+                await page.click("#export-jsonl")
+            download = await info.value
+            saved = ARTIFACTS / "export.jsonl"
+            await download.save_as(str(saved))
+            lines = saved.read_bytes().splitlines()
+            assert len(lines) == job["counts"]["done"]
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_dashboard_asks_for_a_token(tmp_path: Path) -> None:
+    need_chromium()
+    from playwright.async_api import async_playwright
+
+    from shoal.service.tokens import TokenStore
+
+    db = str(tmp_path / "service.db")
+    with TokenStore(db) as store:
+        token, _ = store.create(read_only=True)
+    async with service(tmp_path, db=db) as svc, async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS,
+                                           headless=True)
+        try:
+            page = await browser.new_page()
+            await page.goto(svc.base + "/")
+            await page.wait_for_selector("#token-form:not([hidden])")
+            await page.fill("#token", token)
+            await page.click("#token-form button")
+            await page.wait_for_selector("text=connected")
+            assert await page.is_hidden("#token-form")
+            # read-only: the form's request is refused with the service's message
+            await page.fill("#urls", "http://127.0.0.1/")
+            await page.click("#start")
+            await page.wait_for_selector("#form-error:has-text('read-only')")
+        finally:
+            await browser.close()
+
+
+async def test_dashboard_fetch_from_an_uploaded_file(tmp_path: Path) -> None:
+    need_chromium()
+    from playwright.async_api import async_playwright
+
+    async with site({f"/{i}": html_page(f"p{i}") for i in range(50)}) as srv, \
+            service(tmp_path) as svc, async_playwright() as pw:
+        urls = tmp_path / "urls.txt"
+        urls.write_text("".join(srv.url(f"/{i}") + "\n" for i in range(50)))
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS,
+                                           headless=True)
+        try:
+            page = await browser.new_page()
+            await page.goto(svc.base + "/")
+            await page.wait_for_selector("text=connected")
+            await page.select_option("#kind", "fetch")
+            assert await page.is_hidden("input[name=max_pages]")
+            await page.set_input_files("#file", str(urls))
+            await page.click("#start")
+            await page.wait_for_selector("#job-state.completed", timeout=15_000)
+            job_id = await page.evaluate("window.shoal.selected")
+        finally:
+            await browser.close()
+        _, job = await svc.call("GET", f"/v1/jobs/{job_id}", expect=200)
+        assert job["urls"] == 50 and job["status_classes"] == {"2xx": 50}

@@ -155,3 +155,29 @@ async def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_a_restarted_service_resumes_a_crawl_and_keeps_paused_jobs(tmp_path: Path
+                                                                          ) -> None:
+    gate = asyncio.Event()
+    db = str(tmp_path / "service.db")
+    routes = gated_routes(gate, 30) | {"/": html_page("home", [f"/{i}" for i in range(30)])}
+    async with site(routes) as srv:
+        async with service(tmp_path, db=db, drain_grace=0.1) as svc:
+            crawl = await svc.start_job({"kind": "crawl", "seeds": [srv.url("/")],
+                                         "options": {"no_robots": True, "retries": 0}})
+            paused = await svc.start_job({"kind": "fetch", "urls": [srv.url("/0")],
+                                          "options": {"no_robots": True}})
+            async with asyncio.timeout(10):
+                await srv.log.wait_started(3)
+            _, job = await svc.call("POST", f"/v1/jobs/{paused['id']}/pause", expect=200)
+            assert job["state"] == "paused"
+        async with service(tmp_path, db=db) as svc:
+            gate.set()
+            done = await svc.wait_job(crawl["id"])
+            assert done["state"] == "completed" and done["counts"]["done"] == 31
+            records = await svc.records(crawl["id"])
+            _, job = await svc.call("GET", f"/v1/jobs/{paused['id']}", expect=200)
+            assert job["state"] == "paused"  # not started again by itself
+    assert sorted(r["url"] for r in records) == sorted(
+        [srv.url("/")] + [srv.url(f"/{i}") for i in range(30)])

@@ -8,6 +8,7 @@ send a packet anywhere.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -23,7 +24,8 @@ from schemathesis.checks import not_a_server_error
 from shoal.service.server import build_server, listen
 from shoal.service.settings import ServiceSettings
 
-EXAMPLES = 40  # per operation: the whole run stays well under a minute
+# examples per operation: the whole run stays well under a minute
+EXAMPLES = int(os.environ.get("SHOAL_SCHEMA_EXAMPLES", "40"))
 
 
 class NoDns(AbstractResolver):

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import random
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -40,6 +42,9 @@ JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
 ERROR_KIND = "^(" + "|".join([*(k.value for k in ErrorKind), "none"]) + ")$"
 
+AUTH_TTL = 1.0  # seconds a token check is remembered
+AUTH_CACHE = 1_000  # tokens remembered at most
+
 bearer = HTTPBearer(auto_error=False, description="A token from `shoal token create`.")
 
 
@@ -62,7 +67,8 @@ class Principal:
 
 
 class Timing:
-    """ASGI middleware: every API request's latency, by method, route template and status."""
+    """ASGI middleware: every API request's latency (to the start of its response), by
+    method, route template and status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -74,20 +80,23 @@ class Timing:
             return
         status = 500
         started = time.perf_counter()
+        answered: float | None = None  # when the headers went out
 
         async def send_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = time.perf_counter()
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
+            # time to the response's start: an event stream's length is not its latency
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(scope["method"], template, status,
-                                         time.perf_counter() - started)
+            end = answered if answered is not None else time.perf_counter()
+            self.metrics.observe_request(scope["method"], template, status, end - started)
 
 
 class JobList(BaseModel):
@@ -117,8 +126,9 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         finally:
             await asyncio.to_thread(tokens.close)
 
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN
     app = FastAPI(title="shoal", version=__version__, lifespan=lifespan,
-                  max_body_size=settings.max_body,
+                  max_body_size=settings.max_body, docs_url=None, redoc_url=None,
                   description="The shoal crawl service: jobs, records, live progress.")
     app.state.manager = manager
     app.state.tokens = tokens
@@ -135,20 +145,39 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
                    "type": str(e.get("type", ""))} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-        return JSONResponse({"detail": errors, "message": f"{where or 'request'}: "
+        loc = [str(p) for p in first["loc"]]
+        where = ".".join(p for p in loc if p not in ("body", "query", "path")) or (
+            loc[0] if loc else "request")
+        return JSONResponse({"detail": errors, "message": f"{where}: "
                                                           f"{first['msg']}"}, status_code=422)
 
     # -- access -----------------------------------------------------------------------------
+    # Known tokens and the token count are remembered for AUTH_TTL seconds: a lookup is
+    # a thread hop (the GIL is busy with the engines), a cached answer is free. So a
+    # revoked token stops working within AUTH_TTL. Unknown tokens are never cached.
+    known: dict[str, tuple[float, Principal]] = {}
+    count: list[float] = [0.0, 0.0]  # [expires, active tokens]
+
     async def principal(creds: Annotated[HTTPAuthorizationCredentials | None,
                                          Depends(bearer)]) -> Principal:
+        now = time.monotonic()
         if creds is not None:
+            hit = known.get(creds.credentials)
+            if hit is not None and hit[0] > now:
+                return hit[1]
             info = await asyncio.to_thread(tokens.verify, creds.credentials)
             if info is not None:
-                return Principal(info.id, info.read_only)
+                if len(known) >= AUTH_CACHE:
+                    known.clear()
+                who = known[creds.credentials] = (now + AUTH_TTL,
+                                                  Principal(info.id, info.read_only))
+                return who[1]
+            known.pop(creds.credentials, None)
             raise HTTPException(401, "unknown or revoked token",
                                 headers={"WWW-Authenticate": "Bearer"})
-        if loopback and await asyncio.to_thread(tokens.count_active) == 0:
+        if count[0] <= now:
+            count[:] = [now + AUTH_TTL, await asyncio.to_thread(tokens.count_active)]
+        if loopback and count[1] == 0:
             return Principal("", False)  # no tokens configured, loopback only: open
         raise HTTPException(401, "a bearer token is required (shoal token create)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -228,8 +257,12 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
                 spec["options"]["max_pages"] = settings.max_urls_per_job
             spec["seeds"] = job.seeds
             count = len(job.seeds)
-        row = await manager.create(job_id=job_id, kind=job.kind, spec=spec, token=who.token,
-                                   urls=count)
+        try:
+            row = await manager.create(job_id=job_id, kind=job.kind, spec=spec,
+                                       token=who.token, urls=count)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
+            raise
         return manager.summary(row)
 
     @app.post("/v1/jobs/upload", status_code=201, tags=["jobs"],
@@ -271,12 +304,14 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         finally:
             await asyncio.to_thread(fh.close)
             if not ok:
-                import shutil
-
                 await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
         spec = {"options": options.model_dump()}
-        row = await manager.create(job_id=job_id, kind="fetch", spec=spec, token=who.token,
-                                   urls=lines)
+        try:
+            row = await manager.create(job_id=job_id, kind="fetch", spec=spec,
+                                       token=who.token, urls=lines)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, manager.job_dir(job_id), True)
+            raise
         return manager.summary(row)
 
     @app.get("/v1/jobs", tags=["jobs"])
@@ -353,6 +388,9 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         job_id = row.id
 
         async def stream() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            tick = settings.tick
+            turn = loop.time() + random.random() * tick  # this stream's phase
             while True:
                 data = manager.live_event(job_id)
                 final = False
@@ -364,8 +402,9 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
                     data = orjson.dumps(manager.summary(current))
                     final = current.state not in ACTIVE
                 yield b"data: " + data + b"\n\n"
-                if final or not await manager.wait_tick():
+                if final or not await manager.wait_until(turn):
                     return
+                turn = max(turn + tick, loop.time())  # one a tick; late ones skip ahead
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",

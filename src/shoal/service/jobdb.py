@@ -141,15 +141,32 @@ class JobDB:
             (token, str(JobState.QUEUED), str(JobState.RUNNING))).fetchone())
         return int(r[0])
 
-    async def update(self, job_id: str, **values: Any) -> None:
-        """Set columns of a job; ``summary`` is given as a dict."""
+    async def update(self, job_id: str, *, when: JobState | None = None, **values: Any
+                     ) -> bool:
+        """Set columns of a job (``summary`` given as a dict); with ``when``, only if the
+        job is in that state. True if the row was changed."""
         if "summary" in values and values["summary"] is not None:
             values["summary"] = orjson.dumps(values["summary"]).decode()
         if "state" in values:
             values["state"] = str(values["state"])
         sets = ", ".join(f"{name} = ?" for name in values)
-        await self._call(lambda: self.db.execute(
-            f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id)))
+        cond, args = ("", ()) if when is None else (" AND state = ?", (str(when),))
+        cur = await self._call(lambda: self.db.execute(
+            f"UPDATE jobs SET {sets} WHERE id = ?{cond}", (*values.values(), job_id, *args)))
+        return bool(cur.rowcount == 1)
+
+    async def claim(self, job_id: str, started: str) -> bool:
+        """Mark a queued (or interrupted running) job as running; False if it is neither
+        any more (paused, cancelled or deleted meanwhile). One statement: atomic."""
+        def claim() -> bool:
+            cur = self.db.execute(
+                "UPDATE jobs SET state = ?, started = coalesce(started, ?) "
+                "WHERE id = ? AND state IN (?, ?)",
+                (str(JobState.RUNNING), started, job_id, str(JobState.QUEUED),
+                 str(JobState.RUNNING)))
+            return cur.rowcount == 1
+
+        return await self._call(claim)
 
     async def delete(self, job_id: str) -> None:
         await self._call(lambda: self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))

@@ -8,7 +8,13 @@ comes back, and its engine resumes from its state.
 
 Capacity is shared by giving every running job its own engine: its own worker pool,
 host slots and limits. A slow host holds only the slots of that host in that job; the
-other jobs' workers never wait on it, and the event loop serves them all in turn.
+other jobs' workers never wait on it.
+
+Each engine runs on an event loop of its own, in a thread of its own: an engine fetching
+at full speed keeps its loop busy (100 ms and more between two turns), and the API
+must not queue behind that. The API's loop only reads the engines' counters, and talks
+to an engine through ``call_soon_threadsafe``. The threads share the GIL, so the API
+costs the engines its own CPU time, no more.
 """
 
 from __future__ import annotations
@@ -20,8 +26,7 @@ import os
 import secrets
 import shutil
 import time
-from collections import Counter, deque
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -30,22 +35,18 @@ from aiohttp.abc import AbstractResolver
 from shoal.api import seeds_name
 from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
-from shoal.core import urls as urlmod
 from shoal.engine.engine import Engine
 from shoal.engine.source import FileSource, LineSource, Source
-from shoal.engine.stats import Statistics
 from shoal.records import utc_now_iso
 from shoal.service.jobdb import ACTIVE, FINAL, JobDB, JobRow, JobState
+from shoal.service.live import BASE_QUERY, Live, live_summary, parse_records
 from shoal.service.metrics import Metrics
 from shoal.service.settings import ServiceSettings
 from shoal.store.sqlite import SqliteStore
 
 log = logging.getLogger("shoal.service")
 
-LATEST = 20  # latest records kept per running job for the dashboard
-HOSTS_SHOWN = 100  # hosts in a job's summary, most pages first
 LAG_INTERVAL = 0.1
-STATS_TTL = 0.2  # seconds a job's statistics snapshot is reused for
 
 
 class JobError(Exception):
@@ -55,76 +56,6 @@ class JobError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclass(slots=True, eq=False)
-class Live:
-    """A job with an engine: its counters, fed from each committed batch of records."""
-
-    row: JobRow
-    engine: Engine
-    stop: str | None = None  # pause | cancel | delete | shutdown
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    hosts: dict[str, list[int]] = field(default_factory=dict)  # host -> [pages, errors]
-    status: Counter[str] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)
-    body_bytes: int = 0
-    records: int = 0
-    latest: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST))
-    event: bytes = b""  # the last progress snapshot, JSON
-    previous: Statistics | None = None  # the last snapshot passed to the metrics
-    _stats: Statistics | None = None
-    _stats_at: float = 0.0
-
-    def statistics(self) -> Statistics:
-        """The engine's statistics, taken at most every STATS_TTL seconds: API requests
-        may ask often, and a snapshot costs more the longer the job has run."""
-        now = time.monotonic()
-        if self._stats is None or now - self._stats_at >= STATS_TTL:
-            self._stats, self._stats_at = self.engine.statistics(), now
-        return self._stats
-
-    def ingest(self, rows: list[tuple[str, int | None, str | None, int, dict[str, Any]]]
-               ) -> None:
-        for host, status, kind, size, record in rows:
-            self.count(host, status, kind, size, 1)
-            self.latest.append(record)
-
-    def count(self, host: str, status: int | None, kind: str | None, size: int, n: int
-              ) -> None:
-        self.records += n
-        self.body_bytes += size
-        if status is not None:
-            self.status[f"{status // 100}xx"] += n
-        if kind is not None:
-            self.errors[kind] += n
-        counts = self.hosts.setdefault(host, [0, 0])
-        counts[0] += n
-        if kind is not None:
-            counts[1] += n
-
-
-def _parse(rows: list[tuple[int, bytes]]
-           ) -> list[tuple[str, int | None, str | None, int, dict[str, Any]]]:
-    out = []
-    for _, line in rows:
-        record = orjson.loads(line)
-        error = record.get("error")
-        try:
-            host = urlmod.host_key(record["url"])
-        except (ValueError, IndexError):
-            host = ""
-        out.append((host if error is None or error["kind"] != "invalid_url" else "",
-                    record.get("status"), None if error is None else error["kind"],
-                    int(record.get("bytes") or 0), record))
-    return out
-
-
-_BASE_QUERY = (
-    "SELECT host, json_extract(CAST(record AS TEXT), '$.status'), "
-    "json_extract(CAST(record AS TEXT), '$.error.kind'), "
-    "sum(json_extract(CAST(record AS TEXT), '$.bytes')), count(*) "
-    "FROM urls WHERE state = 2 AND kind = 0 GROUP BY 1, 2, 3")
 
 
 class JobManager:
@@ -140,17 +71,23 @@ class JobManager:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()  # the dispatcher looks for queued jobs
-        self._tick = asyncio.Event()  # set (and replaced) at every progress tick
+        self._tick_stop = asyncio.Event()  # set once stopping: event streams end
         self.stopping = False
         self.ready = asyncio.Event()
+        self._threads = ThreadPoolExecutor(max_workers=settings.max_running,
+                                           thread_name_prefix="shoal-job")
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> JobManager:
-        os.makedirs(self.settings.jobs_dir, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(os.makedirs, self.settings.jobs_dir, exist_ok=True)
         await self.db.open()
         self._stack = contextlib.AsyncExitStack()
         try:
             self._stack.push_async_callback(self.db.close)
+            # every job task has awaited its thread before the task group exits
+            self._stack.callback(self._threads.shutdown, wait=False)
             self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._tg.create_task(self._dispatch(), name="shoal-service-dispatch")
             self._tg.create_task(self._ticker(), name="shoal-service-ticker")
@@ -177,9 +114,9 @@ class JobManager:
         for live in self._live.values():
             if live.stop is None:
                 live.stop = "shutdown"
-            live.engine.request_stop(grace=self.settings.drain_grace)
+            live.request_stop(self.settings.drain_grace)
         self._wake.set()
-        self._fire_tick()
+        self._tick_stop.set()
 
     # -- requests ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> str:
@@ -223,19 +160,24 @@ class JobManager:
         return await self.db.get(job_id)
 
     async def pause(self, job_id: str) -> JobRow:
-        row = await self._need(job_id)
-        live = self._live.get(job_id)
-        if live is not None:
-            if live.stop is None:
-                live.stop = "pause"
-                live.engine.request_stop(grace=self.settings.drain_grace)
-            await live.done.wait()
-        elif row.state == JobState.QUEUED:
-            await self._set_state(row, JobState.PAUSED)
-        elif row.state != JobState.PAUSED:
-            raise JobError(409, f"job {job_id} is {row.state}; only a queued or running job "
-                                "can be paused")
-        return await self._need(job_id)
+        for _ in range(3):
+            row = await self._need(job_id)
+            live = self._live.get(job_id)
+            if live is not None:
+                if live.stop is None:
+                    live.stop = "pause"
+                    live.request_stop(self.settings.drain_grace)
+                await live.done.wait()
+                return await self._need(job_id)
+            if row.state == JobState.PAUSED:
+                return row
+            if row.state not in ACTIVE:
+                raise JobError(409, f"job {job_id} is {row.state}; only a queued or running "
+                                    "job can be paused")
+            if await self.db.update(job_id, when=row.state, state=JobState.PAUSED):
+                return await self._need(job_id)
+            # it started (or changed) meanwhile: look again
+        raise JobError(409, f"job {job_id} is changing state; try again")
 
     async def resume(self, job_id: str) -> JobRow:
         row = await self._need(job_id)
@@ -244,30 +186,34 @@ class JobManager:
         if row.state != JobState.PAUSED:
             raise JobError(409, f"job {job_id} is {row.state}; only a paused job can resume")
         await self.check_quota(row.token)
-        await self._set_state(row, JobState.QUEUED)
+        await self.db.update(job_id, when=JobState.PAUSED, state=JobState.QUEUED)
         self._wake.set()
         return await self._need(job_id)
 
     async def cancel(self, job_id: str) -> JobRow:
-        row = await self._need(job_id)
-        live = self._live.get(job_id)
-        if live is not None:
-            if live.stop in (None, "pause", "shutdown"):
-                live.stop = "cancel"
-            live.engine.request_stop(grace=0)
-            await live.done.wait()
-        elif row.state in FINAL:
-            raise JobError(409, f"job {job_id} is already {row.state}")
-        else:
-            await self._set_state(row, JobState.CANCELLED, finished=utc_now_iso())
-        return await self._need(job_id)
+        for _ in range(3):
+            row = await self._need(job_id)
+            live = self._live.get(job_id)
+            if live is not None:
+                if live.stop in (None, "pause", "shutdown"):
+                    live.stop = "cancel"
+                live.request_stop(0)
+                await live.done.wait()
+                return await self._need(job_id)
+            if row.state in FINAL:
+                raise JobError(409, f"job {job_id} is already {row.state}")
+            if await self.db.update(job_id, when=row.state, state=JobState.CANCELLED,
+                                    finished=utc_now_iso()):
+                return await self._need(job_id)
+            # it started (or changed) meanwhile: look again
+        raise JobError(409, f"job {job_id} is changing state; try again")
 
     async def delete(self, job_id: str) -> None:
         await self._need(job_id)
         live = self._live.get(job_id)
         if live is not None:
             live.stop = "delete"
-            live.engine.request_stop(grace=0)
+            live.request_stop(0)
             await live.done.wait()
         await self.db.delete(job_id)
         await asyncio.to_thread(shutil.rmtree, self.job_dir(job_id), True)
@@ -289,6 +235,8 @@ class JobManager:
     def summary(self, row: JobRow) -> dict[str, Any]:
         """The job as the API shows it: state, counts, rates, errors by kind, hosts."""
         live = self._live.get(row.id)
+        if live is not None and row.state != JobState.RUNNING and row.summary is not None:
+            live = None  # finishing: its final summary is written
         out: dict[str, Any] = {
             "id": row.id, "kind": row.kind, "state": str(row.state), "created": row.created,
             "started": row.started, "finished": row.finished, "error": row.error,
@@ -298,7 +246,8 @@ class JobManager:
             # a job that has just stopped is still live for a moment: its saved summary,
             # written before its state changed, is the final word, not a cached snapshot
             saved = row.summary or {}
-            out.update({"counts": saved.get("counts", {"total": None, "done": 0,
+            known = row.urls if row.kind == "fetch" else None  # before its first run
+            out.update({"counts": saved.get("counts", {"total": known, "done": 0,
                                                        "in_flight": 0, "queued": 0}),
                         "rates": {"pages_per_second": 0.0,
                                   "elapsed": saved.get("rates", {}).get("elapsed", 0.0)},
@@ -308,59 +257,27 @@ class JobManager:
                         "hosts": saved.get("hosts", []),
                         "latest": saved.get("latest", [])})
             return out
-        out.update(self._live_part(live, live.statistics()))
+        out.update(live_summary(live, live.statistics()))
         return out
 
-    def _live_part(self, live: Live, stats: Statistics) -> dict[str, Any]:
-        sched = live.engine.sched
-        config = live.engine.config
-        now = time.monotonic()
-        top = sorted(live.hosts.items(), key=lambda kv: -kv[1][0])[:HOSTS_SHOWN]
-        hosts = []
-        for key, (pages, errors) in top:
-            if not key:
-                continue
-            h = sched.hosts.get(key)
-            delay = config.delay
-            robots = "off" if not config.robots else "unknown"
-            in_flight = queued = 0
-            if h is not None:
-                delay = max(config.delay, h.crawl_delay) + h.penalty
-                if h.paused_until > now:
-                    delay = max(delay, h.paused_until - now)
-                in_flight, queued = h.inflight, h.waiting
-                if config.robots:
-                    robots = ("loading" if h.robots_loading else
-                              "loaded" if h.robots is not None else "pending")
-            hosts.append({"host": key, "pages": pages, "errors": errors,
-                          "in_flight": in_flight, "queued": queued,
-                          "delay": round(delay, 3), "robots": robots})
-        return {
-            "counts": {"total": stats.total, "done": stats.done, "in_flight": stats.in_flight,
-                       "queued": stats.queued},
-            "rates": {"pages_per_second": round(stats.pages_per_second, 2),
-                      "elapsed": round(stats.elapsed, 2)},
-            "bytes": live.body_bytes,
-            "status_classes": dict(live.status),
-            "errors": dict(live.errors),
-            "hosts": hosts,
-            "latest": list(live.latest)[-10:],
-        }
+    async def wait_until(self, when: float) -> bool:
+        """Sleep until loop time ``when`` (a watcher's next turn); False once stopping.
 
-    async def wait_tick(self) -> bool:
-        """Wait for the next progress tick; False once the service is stopping."""
+        Event streams start at random phases of the tick, so a thousand of them are
+        written spread over the second rather than all in one turn of the loop.
+        """
         if self.stopping:
             return False
-        await self._tick.wait()
+        delay = when - asyncio.get_running_loop().time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._tick_stop.wait()
         return not self.stopping
 
     def live_event(self, job_id: str) -> bytes | None:
         live = self._live.get(job_id)
         return live.event if live is not None and live.event else None
-
-    def _fire_tick(self) -> None:
-        tick, self._tick = self._tick, asyncio.Event()
-        tick.set()
 
     async def _ticker(self) -> None:
         while not self.stopping:
@@ -371,7 +288,6 @@ class JobManager:
                 live.event = orjson.dumps(summary)
                 self.metrics.observe_job(job_id, stats, live.previous)
                 live.previous = stats
-            self._fire_tick()
 
     async def _lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -415,7 +331,7 @@ class JobManager:
 
         def sink(rows: list[tuple[int, bytes]]) -> None:
             # on the store's thread, right after a commit
-            parsed = _parse(rows)
+            parsed = parse_records(rows)
             loop.call_soon_threadsafe(live_box[0].ingest, parsed)
 
         seeds = row.spec.get("seeds") if row.kind == "crawl" else None
@@ -445,48 +361,75 @@ class JobManager:
     async def _run(self, live: Live, store: SqliteStore) -> None:
         row = live.row
         error: str | None = None
+        started = row.started or utc_now_iso()
+        if not await self.db.claim(row.id, started):
+            # paused, cancelled or deleted since the dispatcher read it: not to run
+            self._live.pop(row.id, None)
+            live.done.set()
+            self._wake.set()
+            return
+        row.state, row.started = JobState.RUNNING, started
         try:
-            if row.state != JobState.RUNNING or row.started is None:
-                await self._set_state(row, JobState.RUNNING, started=row.started or utc_now_iso())
-            await store.open()
-            for host, status, kind, size, n in await store.in_thread(
-                    lambda: store.db.execute(_BASE_QUERY).fetchall()):
-                live.count(host, status, kind, int(size or 0), n)
-            if live.stop is None:
-                source = await asyncio.to_thread(self._source, row)
-                await live.engine.run(source)
+            done = asyncio.get_running_loop().run_in_executor(
+                self._threads, self._engine_thread, live, store)
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                live.request_stop(0)  # requests in flight go back to pending
+                await asyncio.wait([done])
+                raise
         except Exception as exc:  # a failed job is a state, not a crash of the service
             log.exception("job %s failed", row.id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
             try:
-                await asyncio.shield(self._finish(live, store, error))
+                await asyncio.shield(self._finish(live, error))
             finally:
                 self._live.pop(row.id, None)
                 live.done.set()
                 self._wake.set()
 
-    async def _finish(self, live: Live, store: SqliteStore, error: str | None) -> None:
-        row = live.row
+    def _engine_thread(self, live: Live, store: SqliteStore) -> None:
+        """The job's engine on a loop of its own (uvloop when present), in this thread."""
+        from shoal._runtime import loop_factory
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(self._engine_main(live, store))
+
+    async def _engine_main(self, live: Live, store: SqliteStore) -> None:
+        assert self._loop is not None
+        live.loop = asyncio.get_running_loop()
         try:
-            await store.close()
+            await store.open()
+            base = await store.in_thread(lambda: store.db.execute(BASE_QUERY).fetchall())
+            self._loop.call_soon_threadsafe(live.count_rows, base)
+            if live.stop is None:  # else a stop came before this loop could hear of it
+                source = await asyncio.to_thread(self._source, live.row)
+                await live.engine.run(source)
         finally:
-            stats = live.engine.statistics()
-            part = self._live_part(live, stats)
-            part["counts"]["in_flight"] = part["counts"]["queued"] = 0
-            part["rates"]["pages_per_second"] = 0.0
-            for h in part["hosts"]:
-                h["in_flight"] = h["queued"] = 0
-            if live.previous is not None or live.records:
-                self.metrics.observe_job(row.id, stats, live.previous)
-            state, finished = {
-                None: (JobState.COMPLETED, utc_now_iso()),
-                "pause": (JobState.PAUSED, None),
-                "cancel": (JobState.CANCELLED, utc_now_iso()),
-                "delete": (JobState.CANCELLED, utc_now_iso()),
-                "shutdown": (JobState.RUNNING, None),
-            }[live.stop]
-            if error is not None:
-                state, finished = JobState.FAILED, utc_now_iso()
-            row.summary = part
-            await self._set_state(row, state, finished=finished, error=error, summary=part)
+            live.loop = None
+            await store.close()
+
+    async def _finish(self, live: Live, error: str | None) -> None:
+        row = live.row
+        # the engine's thread has ended: its counters are final
+        stats = live.engine.statistics()
+        live._stats, live._stats_at = stats, time.monotonic()
+        part = live_summary(live, stats)
+        part["counts"]["in_flight"] = part["counts"]["queued"] = 0
+        part["rates"]["pages_per_second"] = 0.0
+        for h in part["hosts"]:
+            h["in_flight"] = h["queued"] = 0
+        if live.previous is not None or live.records:
+            self.metrics.observe_job(row.id, stats, live.previous)
+        state, finished = {
+            None: (JobState.COMPLETED, utc_now_iso()),
+            "pause": (JobState.PAUSED, None),
+            "cancel": (JobState.CANCELLED, utc_now_iso()),
+            "delete": (JobState.CANCELLED, utc_now_iso()),
+            "shutdown": (JobState.RUNNING, None),
+        }[live.stop]
+        if error is not None:
+            state, finished = JobState.FAILED, utc_now_iso()
+        row.summary = part
+        await self._set_state(row, state, finished=finished, error=error, summary=part)

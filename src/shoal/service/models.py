@@ -16,7 +16,7 @@ from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
 MAX_SEEDS = 1_000
 MAX_PATTERNS = 100
 
-Url = Annotated[str, Field(min_length=1, max_length=8_192)]
+Url = Annotated[str, Field(min_length=1, max_length=8_192, pattern=r"^[^\r\n]+$")]
 Pattern = Annotated[str, Field(min_length=1, max_length=1_000)]
 
 

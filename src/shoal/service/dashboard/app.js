@@ -267,10 +267,24 @@ async function download(format) {
 }
 
 // -- the form -------------------------------------------------------------------------------
+async function upload(file, options) {
+  // the file goes as the body, streamed by the browser; the options as query parameters
+  const query = new URLSearchParams(Object.entries(options).map(([k, v]) => [k, String(v)]));
+  const headers = { "Content-Type": "text/plain" };
+  if (state.token) headers["Authorization"] = "Bearer " + state.token;
+  const resp = await fetch(`/v1/jobs/upload?${query}`, { method: "POST", headers, body: file });
+  const data = await resp.json().catch(() => null);
+  if (!resp.ok) {
+    throw new Error((data && (data.message || data.detail)) || `${resp.status}`);
+  }
+  return data;
+}
+
 function syncKind() {
   const crawl = $("#kind").value === "crawl";
   $("#urls-label").firstChild.textContent = crawl ? "Seeds, one per line" : "URLs, one per line";
   for (const el of document.querySelectorAll(".crawl-only")) el.hidden = !crawl;
+  for (const el of document.querySelectorAll(".fetch-only")) el.hidden = crawl;
 }
 
 async function submitJob(event) {
@@ -287,9 +301,15 @@ async function submitJob(event) {
   }
   if (kind === "crawl") options.scope = form.scope.value;
   const body = kind === "crawl" ? { kind, seeds: urls, options } : { kind, urls, options };
+  const file = kind === "fetch" && form.file.files.length ? form.file.files[0] : null;
   $("#form-error").textContent = "";
+  if (!file && !urls.length) {
+    $("#form-error").textContent = kind === "crawl" ? "give at least one seed"
+      : "give at least one URL, or a file of them";
+    return;
+  }
   try {
-    const job = await api("POST", "/v1/jobs", body);
+    const job = file ? await upload(file, options) : await api("POST", "/v1/jobs", body);
     await refreshJobs();
     select(job.id);
   } catch (err) {
