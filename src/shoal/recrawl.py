@@ -85,7 +85,10 @@ def job_url(spec: str, *, what: str, whose: str = "the job") -> tuple[str, str] 
     """
     if not spec.startswith(("postgresql://", "postgres://")):
         return None
-    dsn, job = urldefrag(spec)
+    try:
+        dsn, job = urldefrag(spec)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise UsageError(f"{what} {spec!r}: not a database URL ({exc})") from exc
     if not _JOB.fullmatch(job):
         raise UsageError(f"{what} {spec!r}: name {whose} after '#', as "
                          "postgresql://host/db#JOB (JOB as given to --job)")
