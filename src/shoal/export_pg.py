@@ -1,7 +1,9 @@
 """A PostgreSQL job read for ``shoal export`` (``postgresql://.../db#JOB``).
 
 The export's writers are synchronous, so this reader drives asyncpg from a private event
-loop of its own: each call runs one query to completion and returns plain rows. Everything
+loop of its own, run on a thread of its own (so that an export works the same when called
+from code that runs an event loop): each call runs one query to completion there and
+returns plain rows. Everything
 is read in one read-only REPEATABLE READ transaction, so the export (and the two passes of
 an items export) sees one consistent cut of the job, however long it takes and whatever a
 run still writing to the job adds meanwhile.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -51,6 +54,7 @@ class PgReader:
         self.path = display_dsn(dsn, self.schema)
         self._s = f'"{self.schema}"'
         self._loop = asyncio.new_event_loop()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-export")
         self._conn: Any = None
         try:
             tables = self._run(self._open(dsn), CONNECT_TIMEOUT, "cannot read")
@@ -77,7 +81,7 @@ class PgReader:
                 return await coro
 
         try:
-            return self._loop.run_until_complete(bounded())
+            return self._thread.submit(self._loop.run_until_complete, bounded()).result()
         except _ERRORS as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(
                 exc).__name__
@@ -111,13 +115,11 @@ class PgReader:
         conn, self._conn = self._conn, None
         try:
             if conn is not None and not conn.is_closed():
-                try:
-                    # closing ends the read-only transaction: nothing to commit
-                    self._loop.run_until_complete(asyncio.wait_for(conn.close(), 5.0))
-                except BaseException:
-                    conn.terminate()
-                    raise
+                # closing ends the read-only transaction: nothing to commit
+                self._thread.submit(self._loop.run_until_complete,
+                                    asyncio.wait_for(conn.close(), 5.0)).result()
         except _ERRORS:
-            pass  # the export's result (or its first error) is what counts
+            conn.terminate()  # the export's result (or its first error) is what counts
         finally:
-            self._loop.close()
+            self._thread.submit(self._loop.close).result()
+            self._thread.shutdown(wait=True)

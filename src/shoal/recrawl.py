@@ -24,6 +24,7 @@ from shoal.errors import StoreError, UsageError
 from shoal.store.base import PAGE, NewUrl
 
 _JOB = re.compile(r"[A-Za-z0-9_]{1,40}")
+_PASSWORD = re.compile(r"^([a-z]+://[^/@:]*):[^/@]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +86,13 @@ def job_url(spec: str, *, what: str, whose: str = "the job") -> tuple[str, str] 
     """
     if not spec.startswith(("postgresql://", "postgres://")):
         return None
+    shown = _PASSWORD.sub(r"\1@", spec)  # messages never show the password
     try:
         dsn, job = urldefrag(spec)
     except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
-        raise UsageError(f"{what} {spec!r}: not a database URL ({exc})") from exc
+        raise UsageError(f"{what} {shown!r}: not a database URL ({exc})") from exc
     if not _JOB.fullmatch(job):
-        raise UsageError(f"{what} {spec!r}: name {whose} after '#', as "
+        raise UsageError(f"{what} {shown!r}: name {whose} after '#', as "
                          "postgresql://host/db#JOB (JOB as given to --job)")
     return dsn, job
 

@@ -349,9 +349,21 @@ async def test_the_password_stays_out_of_messages(runs: Runs) -> None:
     with_password = dsn.replace("://postgres@", "://postgres:s3cret@", 1)
     if with_password == dsn:
         pytest.skip("the test database URL does not name the postgres user")
-    run = await run_shoal("export", f"{with_password}#nosuchjob")
-    assert run.code == 2 and "no such job" in run.stderr
-    assert "s3cret" not in run.stderr
+    for spec, message in ((f"{with_password}#nosuchjob", "no such job"),
+                          (with_password, "name the job after '#'"),
+                          (f"{with_password}#bad-name", "name the job after '#'")):
+        run = await run_shoal("export", spec)
+        assert run.code == 2 and message in run.stderr, run.stderr
+        assert "s3cret" not in run.stderr and "postgres@" in run.stderr, run.stderr
+
+
+async def test_export_works_when_called_from_a_running_event_loop(runs: Runs,
+                                                                  tmp_path: Path) -> None:
+    # the library call drives asyncpg on a loop and thread of its own
+    out = tmp_path / "x.jsonl"
+    assert export_records(runs.fetch, "jsonl", str(out)) == 12
+    assert out.read_bytes() == runs.fetch_out.read_bytes()
+    assert export_items(runs.crawl, "jsonl", str(out)) == 12
 
 
 # ------------------------------------------------------------------------------ memory
