@@ -273,7 +273,7 @@ def _export_state(state: str | None, db: str | None, job: str | None) -> str:
         if not is_pg:
             _fail("--job goes with a postgresql:// database")
         if "#" in state:
-            _fail(f"{state!r} names its job after '#' already: drop --job")
+            _fail("the database URL names its job after '#' already: drop --job")
         state = f"{state}#{job}"
     return state
 
