@@ -1,8 +1,10 @@
 """Export the records of a state database as JSON lines, CSV or Parquet, streamed.
 
-Records are read in output order (seq) in batches by a keyset query, so memory is bounded
-by the batch size whatever the size of the job. The export covers the records committed
-when it started; a run still writing to the state adds its later records after that cut.
+The state is an SQLite file or a PostgreSQL job (``postgresql://.../db#JOB``, read by
+export_pg.py); both are a ``StateReader``, and one set of writers serves both. Records are
+read in output order (seq) in batches by a keyset query, so memory is bounded by the batch
+size whatever the size of the job. The export covers the records committed when it
+started; a run still writing to the state adds its later records after that cut.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -33,15 +35,105 @@ EXTRA_COLUMNS = ("items", "changed")
 EXTRAS_META = "record_extras"
 
 _BATCH_QUERY = "SELECT seq, record FROM urls WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+_ITEMS_QUERY = "SELECT id, item FROM items WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
+
+
+class StateReader(Protocol):
+    """A run's state, read-only, as an export reads it: tables of (key, JSON bytes).
+
+    ``table`` is "urls" (key: the record's seq) or "items" (key: the item id). Read
+    errors are UsageErrors naming ``path``.
+    """
+
+    path: str  # how messages name the state
+
+    def meta(self, key: str) -> str | None: ...
+    def has_items(self) -> bool: ...
+    def last(self, table: str) -> int: ...
+    def rows(self, table: str, after: int, last: int, size: int) -> list[tuple[int, bytes]]: ...
+    def close(self) -> None: ...
+
+
+def open_reader(state: str, out_path: str | None) -> StateReader:
+    """The state ``state`` names: an SQLite path, or ``postgresql://.../db#JOB``.
+
+    Raises:
+        UsageError: it is missing, unreachable or not a shoal state, or ``out_path`` is
+            the state itself.
+    """
+    from shoal.recrawl import job_url
+
+    named = job_url(state, what="export")
+    if named is not None:
+        from shoal.export_pg import PgReader
+
+        return PgReader(*named)
+    if not os.path.exists(state):
+        raise UsageError(f"state database {state!r} does not exist")
+    if out_path is not None and _same_file(state, out_path):
+        raise UsageError(f"refusing to overwrite the state database {state!r} "
+                         "with its own export")
+    return SqliteReader(_open_state(state), state)
+
+
+class SqliteReader:
+    """An SQLite state file, opened read-only (a ``StateReader``)."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self.db, self.path = db, path
+
+    def meta(self, key: str) -> str | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else str(row[0])
+
+    def has_items(self) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                               "AND name = 'items'").fetchone() is not None
+
+    def last(self, table: str) -> int:
+        # `WHERE seq IS NOT NULL` lets SQLite read the max off the partial seq index
+        sql = ("SELECT coalesce(max(seq), 0) FROM urls WHERE seq IS NOT NULL"
+               if table == "urls" else "SELECT coalesce(max(id), 0) FROM items")
+        try:
+            (last,) = self.db.execute(sql).fetchone()
+        except sqlite3.Error as exc:
+            raise UsageError(f"cannot read state database {self.path!r}: {exc}") from exc
+        return int(last)
+
+    def rows(self, table: str, after: int, last: int, size: int) -> list[tuple[int, bytes]]:
+        sql = _BATCH_QUERY if table == "urls" else _ITEMS_QUERY
+        try:
+            rows: list[tuple[int, bytes]] = self.db.execute(sql, (after, last, size)).fetchall()
+        except sqlite3.Error as exc:
+            raise UsageError(f"cannot read state database {self.path!r}: {exc}") from exc
+        return rows
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def keyset(reader: StateReader, table: str, last: int, size: int
+           ) -> Iterator[list[tuple[int, bytes]]]:
+    """The rows of ``table`` up to key ``last``, in key order, ``size`` at a time."""
+    after = 0
+    while after < last:
+        rows = reader.rows(table, after, last, size)
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield rows
+        del rows  # the consumer is done with it: do not hold it while reading the next
 
 
 def export_records(state_path: str, fmt: str, out_path: str | None, *,
-                   batch: int = 10_000, job: str | None = None) -> int:
+                   batch: int = 10_000) -> int:
     """Write every record of the state at ``state_path`` to ``out_path`` in ``fmt``.
 
-    ``state_path`` is an SQLite state database, or a ``postgresql://`` URL with the run's
-    ``job`` name there. ``out_path`` None or "-" is standard output (not for parquet).
-    Returns the number of records written.
+    ``out_path`` None or "-" is standard output (not for parquet). Returns the number of
+    records written.
 
     Raises:
         UsageError: unknown format, parquet to standard output, or the state is missing
@@ -56,39 +148,25 @@ def export_records(state_path: str, fmt: str, out_path: str | None, *,
         out_path = None
     if fmt == "parquet" and out_path is None:
         raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
-    if state_path.startswith(("postgresql://", "postgres://")):
-        from shoal.store.pg_export import PostgresRecords
-
-        with PostgresRecords(state_path, job) as source:
-            return _write(source.batches(batch), fmt, out_path, source.path,
-                          _extra_columns(source.extras()))
-    if not os.path.exists(state_path):
-        raise UsageError(f"state database {state_path!r} does not exist")
-    if out_path is not None and _same_file(state_path, out_path):
-        raise UsageError(f"refusing to overwrite the state database {state_path!r} "
-                         "with its own export")
-    db = _open_state(state_path)
+    reader = open_reader(state_path, out_path)
     try:
-        return _write(_batches(db, state_path, batch), fmt, out_path, state_path,
-                      _columns(db))
+        columns = _columns(reader)
+        batches = keyset(reader, "urls", reader.last("urls"), batch)
+        path = reader.path
+        if out_path is None:
+            return _write_stream(batches, fmt, sys.stdout.buffer, path, columns)
+        with open(out_path, "wb") as fh:
+            try:
+                if fmt == "parquet":
+                    return _write_parquet(batches, fh, path, columns)
+                return _write_stream(batches, fmt, fh, path, columns)
+            except BaseException:
+                # no half-written file may pass for a whole export
+                fh.close()
+                _remove_partial(out_path)
+                raise
     finally:
-        db.close()
-
-
-def _write(batches: Iterator[list[tuple[int, bytes]]], fmt: str, out_path: str | None,
-           state_path: str, columns: tuple[str, ...]) -> int:
-    if out_path is None:
-        return _write_stream(batches, fmt, sys.stdout.buffer, state_path, columns)
-    with open(out_path, "wb") as fh:
-        try:
-            if fmt == "parquet":
-                return _write_parquet(batches, fh, state_path, columns)
-            return _write_stream(batches, fmt, fh, state_path, columns)
-        except BaseException:
-            # no half-written file may pass for a whole export
-            fh.close()
-            _remove_partial(out_path)
-            raise
+        reader.close()
 
 
 def _remove_partial(path: str) -> None:
@@ -135,36 +213,16 @@ def _uri_path(path: str) -> str:
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
 
 
-def _columns(db: sqlite3.Connection) -> tuple[str, ...]:
+def _columns(reader: StateReader) -> tuple[str, ...]:
     """COLUMNS, and the extra fields some run of this state wrote (in EXTRA_COLUMNS order)."""
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (EXTRAS_META,)).fetchone()
-    except sqlite3.Error:
-        return COLUMNS
-    return _extra_columns(row[0] if row else "")
-
-
-def _extra_columns(extras: str) -> tuple[str, ...]:
-    """COLUMNS, and those of EXTRA_COLUMNS named in ``extras`` (the state's EXTRAS_META)."""
-    have = set(extras.split(","))
+    have = set((reader.meta(EXTRAS_META) or "").split(","))
     return COLUMNS + tuple(c for c in EXTRA_COLUMNS if c in have)
 
 
 def _batches(db: sqlite3.Connection, path: str, size: int) -> Iterator[list[tuple[int, bytes]]]:
     """(seq, record line) in output order, ``size`` at a time, up to the last seq at start."""
-    try:
-        # `WHERE seq IS NOT NULL` lets SQLite read the max off the partial seq index
-        (last,) = db.execute("SELECT max(seq) FROM urls WHERE seq IS NOT NULL").fetchone()
-        seq = 0
-        while last is not None and seq < last:
-            rows: list[tuple[int, bytes]] = db.execute(_BATCH_QUERY, (seq, last, size)).fetchall()
-            if not rows:
-                return
-            seq = rows[-1][0]
-            yield rows
-            del rows  # the consumer is done with it: do not hold it while reading the next
-    except sqlite3.Error as exc:
-        raise UsageError(f"cannot read state database {path!r}: {exc}") from exc
+    reader = SqliteReader(db, path)
+    yield from keyset(reader, "urls", reader.last("urls"), size)
 
 
 def _decode(seq: int, line: bytes, path: str) -> dict[str, Any]:

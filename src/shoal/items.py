@@ -1,5 +1,7 @@
 """Export the items of a state database (what route handlers and ``--extract`` yielded).
 
+The state is an SQLite file or a PostgreSQL job, read through export.py's ``StateReader``.
+
 Items are schemaless JSON objects, so CSV and Parquet need their columns before the first
 row: a first pass over the items finds every key (in order of first appearance, so the
 column order is the same on every export of the same items) and, for Parquet, each
@@ -11,8 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import sqlite3
 import sys
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -22,12 +22,12 @@ import orjson
 from shoal.errors import UsageError
 from shoal.export import (
     FORMATS,
-    _open_state,
+    StateReader,
     _remove_partial,
-    _same_file,
+    keyset,
+    open_reader,
 )
 
-_QUERY = "SELECT id, item FROM items WHERE id > ? AND id <= ? ORDER BY id LIMIT ?"
 _SLICE = 1000
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -52,19 +52,12 @@ def export_items(state_path: str, fmt: str, out_path: str | None, *,
         out_path = None
     if fmt == "parquet" and out_path is None:
         raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
-    if not os.path.exists(state_path):
-        raise UsageError(f"state database {state_path!r} does not exist")
-    if out_path is not None and _same_file(state_path, out_path):
-        raise UsageError(f"refusing to overwrite the state database {state_path!r} "
-                         "with its own export")
-    db = _open_state(state_path)
+    state = open_reader(state_path, out_path)
     try:
-        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'"
-                      ).fetchone() is None:
-            raise UsageError(f"{state_path!r} holds no items (it was written by an older "
+        if not state.has_items():
+            raise UsageError(f"{state.path!r} holds no items (it was written by an older "
                              "shoal, before extraction)")
-        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM items").fetchone()
-        reader = _Reader(db, state_path, last, batch)
+        reader = _Reader(state, state.last("items"), batch)
         if out_path is None:
             return _write_stream(reader, fmt, sys.stdout.buffer)
         with open(out_path, "wb") as fh:
@@ -77,28 +70,17 @@ def export_items(state_path: str, fmt: str, out_path: str | None, *,
                 _remove_partial(out_path)
                 raise
     finally:
-        db.close()
+        state.close()
 
 
 class _Reader:
     """Passes over the items present when the export started."""
 
-    def __init__(self, db: sqlite3.Connection, path: str, last: int, size: int) -> None:
-        self.db, self.path, self.last, self.size = db, path, last, size
+    def __init__(self, state: StateReader, last: int, size: int) -> None:
+        self.state, self.path, self.last, self.size = state, state.path, last, size
 
     def batches(self) -> Iterator[list[tuple[int, bytes]]]:
-        after = 0
-        try:
-            while after < self.last:
-                rows: list[tuple[int, bytes]] = self.db.execute(
-                    _QUERY, (after, self.last, self.size)).fetchall()
-                if not rows:
-                    return
-                after = rows[-1][0]
-                yield rows
-                del rows
-        except sqlite3.Error as exc:
-            raise UsageError(f"cannot read state database {self.path!r}: {exc}") from exc
+        return keyset(self.state, "items", self.last, self.size)
 
     def decoded(self, rows: list[tuple[int, bytes]]) -> Iterator[dict[str, Any]]:
         for item_id, data in rows:

@@ -24,6 +24,7 @@ from shoal.errors import StoreError, UsageError
 from shoal.store.base import PAGE, NewUrl
 
 _JOB = re.compile(r"[A-Za-z0-9_]{1,40}")
+_PASSWORD = re.compile(r"^([a-z]+://[^/@:]*):[^/@]*@")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +68,33 @@ async def open_previous(spec: str) -> Previous:
     Raises:
         UsageError: it does not exist or is not a shoal state.
     """
-    if spec.startswith(("postgresql://", "postgres://")):
-        dsn, job = urldefrag(spec)
-        if not _JOB.fullmatch(job):
-            raise UsageError(f"--since {spec!r}: name the earlier job after '#', as "
-                             "postgresql://host/db#JOB (JOB as given to --job)")
-        pg = PostgresPrevious(dsn, job)
+    named = job_url(spec, what="--since", whose="the earlier job")
+    if named is not None:
+        pg = PostgresPrevious(*named)
         await pg.open()
         return pg
     return SqlitePrevious(spec)
+
+
+def job_url(spec: str, *, what: str, whose: str = "the job") -> tuple[str, str] | None:
+    """(dsn, job) of a PostgreSQL job named ``postgresql://.../db#JOB``, None for anything
+    else (an SQLite path).
+
+    Raises:
+        UsageError: a postgresql:// URL without a valid job after '#' (``what`` and
+            ``whose`` word the message).
+    """
+    if not spec.startswith(("postgresql://", "postgres://")):
+        return None
+    shown = _PASSWORD.sub(r"\1@", spec)  # messages never show the password
+    try:
+        dsn, job = urldefrag(spec)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise UsageError(f"{what} {shown!r}: not a database URL ({exc})") from exc
+    if not _JOB.fullmatch(job):
+        raise UsageError(f"{what} {shown!r}: name {whose} after '#', as "
+                         "postgresql://host/db#JOB (JOB as given to --job)")
+    return dsn, job
 
 
 def _prior(url: str, record: bytes, etag: str | None, last_modified: str | None

@@ -242,9 +242,7 @@ class JobManager:
             "started": row.started, "finished": row.finished, "error": row.error,
             "urls": row.urls, "spec": row.spec,
         }
-        if live is None or row.state != JobState.RUNNING:
-            # a job that has just stopped is still live for a moment: its saved summary,
-            # written before its state changed, is the final word, not a cached snapshot
+        if live is None:
             saved = row.summary or {}
             known = row.urls if row.kind == "fetch" else None  # before its first run
             out.update({"counts": saved.get("counts", {"total": known, "done": 0,
