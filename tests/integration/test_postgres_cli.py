@@ -59,7 +59,7 @@ async def test_cli_fetch_keeps_its_state_in_postgres(tmp_path: Path, pg_url: str
     assert exported.read_bytes() == out.read_bytes()
     csv_run = await run_shoal("export", pg_url, "--job", job, "--format", "csv")
     assert csv_run.code == 0 and len(csv_run.stdout.splitlines()) == 31
-    for args, says in [([], "needs --job"), (["--job", "nojob_here"], "no such job")]:
+    for args, says in [([], "name the job after"), (["--job", "nojob_here"], "no such job")]:
         bad = await run_shoal("export", pg_url, *args)
         assert bad.code == 2 and says in bad.stderr and "Traceback" not in bad.stderr
 
