@@ -230,6 +230,33 @@ async def test_state_naming_the_output_file_is_refused(tmp_path: Path, spelling:
         out.write_text("")
 
 
+async def test_a_second_run_on_a_state_in_use_is_refused(tmp_path: Path, tmp_out: Path) -> None:
+    # e.g. a cron job started again before the last one ended: two runs would fetch every
+    # URL twice and write the same output file at once
+    n = 200
+    async with site(pages(n, delay=0.02)) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(n)]
+        inp = write_urls(tmp_path / "u.txt", urls)
+        args = ["fetch", str(inp), "-o", str(tmp_out), "-q", "--concurrency", "4",
+                "--per-host", "4"]
+        first = await _start(args)
+        try:
+            await _wait_for_lines(tmp_out, 5, first)
+            second = await run_shoal(*args)
+            assert second.code == 2, second.stderr
+            assert "in use" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+            _, err = await asyncio.wait_for(first.communicate(), 60)
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.wait()
+        assert first.returncode == 0, err.decode()
+        assert srv.log.count(path_prefix="/p/") == n  # nothing fetched twice
+    assert Counter(r["url"] for r in read_records(tmp_out)) == Counter(urls)
+    again = await run_shoal(*args)  # the lock went with the run
+    assert again.code == 0 and "nothing to do" in again.stderr
+
+
 async def test_unreadable_input_exits_2(tmp_path: Path) -> None:
     run = await run_shoal("fetch", str(tmp_path / "missing.txt"))
     assert run.code == 2

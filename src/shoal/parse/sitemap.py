@@ -11,8 +11,9 @@ import re
 import zlib
 
 MAX_SITEMAP_BYTES = 50 * 1024 * 1024  # the protocol's limit on an uncompressed sitemap
-_LOC = re.compile(rb"<loc>\s*(?:<!\[CDATA\[)?\s*(.*?)\s*(?:\]\]>)?\s*</loc>",
-                  re.IGNORECASE | re.DOTALL)
+# Linear on any input: no part may run past the next "<" (a URL has none), so a match
+# attempt at one <loc> never rescans what follows the next one.
+_LOC = re.compile(rb"<loc>(?:\s*<!\[CDATA\[([^\]<]*)\]\]>\s*|([^<]*))</loc>", re.IGNORECASE)
 _INDEX = re.compile(rb"<sitemapindex[\s>]", re.IGNORECASE)
 
 
@@ -30,7 +31,8 @@ def parse_sitemap(body: bytes) -> tuple[bool, list[str]]:
             return False, []
     locs = []
     for m in _LOC.finditer(body):
-        loc = html.unescape(m.group(1).decode("utf-8", errors="replace")).strip()
+        raw = m.group(1) if m.group(1) is not None else m.group(2)
+        loc = html.unescape(raw.decode("utf-8", errors="replace")).strip()
         if loc:
             locs.append(loc)
     return bool(_INDEX.search(body, 0, 4096)), locs

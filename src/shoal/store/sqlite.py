@@ -25,6 +25,11 @@ import orjson
 from shoal.errors import StoreError
 from shoal.store.base import DoneUrl, NewUrl, PageData, PendingRow, Sink
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs on one state are not kept apart
+    fcntl = None  # type: ignore[assignment]
+
 T = TypeVar("T")
 
 PENDING, DONE = 0, 2
@@ -127,6 +132,7 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-sqlite")
         self._next_seq = 1
+        self._lock_fd: int | None = None  # holds the flock that keeps other runs out
 
     # -- plumbing ---------------------------------------------------------------------------
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
@@ -152,13 +158,21 @@ class SqliteStore:
         path = Path(self.path)
         try:
             if fresh:
+                if path.exists():
+                    self._lock()  # not from under a run that is using it
+                    self._unlock()
                 for suffix in ("", "-wal", "-shm"):
                     Path(self.path + suffix).unlink(missing_ok=True)
             if path.parent and not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
         except OSError as exc:
+            self._unlock()
             raise StoreError(f"cannot use state database {self.path}: "
                              f"{exc.strerror or exc}") from exc
+        except StoreError:
+            self._unlock()
+            raise
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -167,8 +181,30 @@ class SqliteStore:
             db.execute("PRAGMA cache_size=-16000")  # 16 MB page cache
             migrate(db, MIGRATIONS, self.path)
         except sqlite3.DatabaseError as exc:
+            self._unlock()
             raise StoreError(f"cannot use state database {self.path}: {exc}") from exc
         self._db = db
+
+    def _lock(self) -> None:
+        """One run at a time on a state: two would fetch every URL twice and write one
+        output at once. An exclusive flock on the database file, held until close (flock
+        does not touch the POSIX locks SQLite takes; our descriptor is closed only after
+        SQLite's, since closing any descriptor of a file drops the process's POSIX locks)."""
+        if fcntl is None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(f"state database {self.path} is in use by another shoal run "
+                             "(one run at a time per state)") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            os.close(fd)  # the flock goes with it
 
     async def close(self) -> None:
         try:
@@ -180,6 +216,7 @@ class SqliteStore:
         if self._db is not None:
             db, self._db = self._db, None
             db.close()
+        self._unlock()
 
     # -- meta -------------------------------------------------------------------------------
     async def get_meta(self) -> dict[str, str]:
