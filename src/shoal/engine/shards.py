@@ -130,7 +130,7 @@ async def _follow(spec: FollowerSpec) -> int:
     current = asyncio.current_task()
     assert current is not None
     main_task: asyncio.Task[object] = current
-    store = SqliteStore(spec.state)
+    store = SqliteStore(spec.state, lock=False)  # the leader holds the run's lock
     engine = Engine(spec.config, store, None, shard=spec.shard)
     terms = 0
 

@@ -127,8 +127,11 @@ def migrate(db: sqlite3.Connection, migrations: Sequence[str], path: str) -> Non
 class SqliteStore:
     """State of one run in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lock: bool = True) -> None:
+        """``lock=False``: a ``--workers`` follower, inside the run whose leader holds
+        the state's lock (and which it never outlives)."""
         self.path = str(path)
+        self._locking = lock
         self._db: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-sqlite")
         self._next_seq = 1
@@ -190,7 +193,7 @@ class SqliteStore:
         output at once. An exclusive flock on the database file, held until close (flock
         does not touch the POSIX locks SQLite takes; our descriptor is closed only after
         SQLite's, since closing any descriptor of a file drops the process's POSIX locks)."""
-        if fcntl is None:
+        if fcntl is None or not self._locking:
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
