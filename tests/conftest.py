@@ -22,6 +22,17 @@ class Run:
     stderr: str
 
 
+def postgres_url() -> str:
+    """The test database (SHOAL_TEST_POSTGRES_URL), or skip; under CI, where the tests that
+    need it must run, its absence fails the test."""
+    url = os.environ.get("SHOAL_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
+        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
+    return url
+
+
 def shoal_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "shoal", *args]
 

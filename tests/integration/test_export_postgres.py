@@ -7,7 +7,6 @@ import asyncio
 import csv
 import io
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from shoal.export import export_records
 from shoal.export_pg import PgReader
 from shoal.items import export_items
 from shoal.store.postgres import MIGRATIONS
-from tests.conftest import read_records, run_shoal, write_urls
+from tests.conftest import postgres_url, read_records, run_shoal, write_urls
 from tests.integration.test_export import COLUMNS, SCHEMA, _flat, _peak_rss_mb, _routes
 from tests.integration.test_extract import catalogue
 from tests.servers import site
@@ -45,15 +44,6 @@ class Runs:
     crawl_out: Path
     crawl_sqlite: Path  # the state of the same crawl on SQLite
     jobs: list[str]
-
-
-def _pg_url() -> str:
-    url = os.environ.get("SHOAL_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
-        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
-    return url
 
 
 def _job() -> str:
@@ -99,7 +89,7 @@ async def _drop(pg: str, jobs: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
-    pg = _pg_url()
+    pg = postgres_url()
     made = asyncio.run(_make_runs(tmp_path_factory.mktemp("export_pg"), pg))
     yield made
     asyncio.run(_drop(pg, made.jobs))

@@ -17,7 +17,7 @@ import pytest
 
 from shoal.store.base import Claim, HostState, NewUrl
 from shoal.store.postgres import PostgresStore
-from tests.integration.test_store import postgres_url
+from tests.conftest import postgres_url
 
 pytestmark = pytest.mark.timeout(60)
 A, B = "http://a.test", "http://b.test"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import asyncpg
 import pytest
 
 import shoal
-from tests.conftest import read_records, run_shoal, write_urls
+from tests.conftest import postgres_url, read_records, run_shoal, write_urls
 from tests.servers import html_page, site
 
 pytestmark = pytest.mark.timeout(120)
@@ -18,12 +17,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 async def pg_url() -> str:
-    url = os.environ.get("SHOAL_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
-        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
-    return url
+    return postgres_url()
 
 
 @pytest.fixture

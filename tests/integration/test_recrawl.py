@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 import shoal
-from tests.conftest import read_records, run_shoal, write_urls
+from tests.conftest import postgres_url, read_records, run_shoal, write_urls
 from tests.servers import Site, html_page, http_date, site
 
 pytestmark = pytest.mark.timeout(120)
@@ -195,16 +195,11 @@ async def test_bad_since_exits_2(tmp_path: Path) -> None:
 
 
 async def test_since_a_postgres_job(tmp_path: Path) -> None:
-    import os
     import uuid
 
     import asyncpg  # type: ignore[import-untyped]
 
-    dsn = os.environ.get("SHOAL_TEST_POSTGRES_URL")
-    if not dsn:
-        if os.environ.get("CI"):
-            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
-        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
+    dsn = postgres_url()
     jobs = ["r" + uuid.uuid4().hex[:12] for _ in range(2)]
     site_pages = Pages({f"/p/{i}": html_page(f"page {i}") for i in range(10)}, {"etag"})
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import sqlite3
 import time
 import uuid
@@ -31,23 +30,13 @@ from shoal.output import Output
 from shoal.store.base import PAGE, SITEMAP, DoneUrl, NewUrl, PageData, PendingRow, Store
 from shoal.store.postgres import PostgresStore
 from shoal.store.sqlite import SqliteStore
-from tests.conftest import read_records
+from tests.conftest import postgres_url, read_records
 from tests.servers import html_page, site
 
 pytestmark = pytest.mark.timeout(120)
 
 ENV = "SHOAL_TEST_POSTGRES_URL"
 A, B = "http://a.test", "http://b.test"
-
-
-def postgres_url() -> str:
-    """The test database, or skip (fail under CI, where these tests must run)."""
-    url = os.environ.get(ENV)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"{ENV} must be set under CI")
-        pytest.skip(f"{ENV} is not set")
-    return url
 
 
 @dataclass

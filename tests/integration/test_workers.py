@@ -18,19 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from tests.conftest import read_records, run_shoal, shoal_cmd, write_urls
+from tests.conftest import postgres_url, read_records, run_shoal, shoal_cmd, write_urls
 from tests.servers import RequestLog, html_page, robots_txt, sites, slow
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def postgres_url() -> str:
-    url = os.environ.get("SHOAL_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
-        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
-    return url
 
 
 @pytest.fixture
