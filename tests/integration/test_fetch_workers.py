@@ -61,6 +61,15 @@ async def _wait_for_lines(path: Path, n: int, proc: asyncio.subprocess.Process) 
     raise AssertionError(f"{path} never reached {n} lines")
 
 
+async def _start_midway(args: list[str], out: Path, lines: int
+                        ) -> tuple[asyncio.subprocess.Process, list[int]]:
+    """Start ``shoal`` (stderr piped), wait for ``lines`` records; (process, followers)."""
+    proc = await asyncio.create_subprocess_exec(
+        *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    await _wait_for_lines(out, lines, proc)
+    return proc, _children(proc.pid)
+
+
 async def _wait_gone(pids: list[int], seconds: float) -> None:
     for _ in range(int(seconds / 0.05)):
         if not any(_alive(p) for p in pids):
@@ -99,11 +108,7 @@ async def test_killed_leader_takes_its_workers_with_it_and_a_rerun_completes(
         inp = write_urls(tmp_path / "u.txt", urls)
         out = tmp_path / "out.jsonl"
         args = ["fetch", str(inp), "-o", str(out), "-q", "--workers", "2", "--per-host", "2"]
-        proc = await asyncio.create_subprocess_exec(
-            *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
-        await _wait_for_lines(out, 50, proc)
-        followers = _children(proc.pid)
+        proc, followers = await _start_midway(args, out, 50)
         assert followers, "no worker process was started"
         proc.kill()
         await proc.wait()
@@ -122,11 +127,7 @@ async def test_interrupted_workers_save_state_and_exit_130(tmp_path: Path,
         inp = write_urls(tmp_path / "u.txt", urls)
         out = tmp_path / "out.jsonl"
         args = ["fetch", str(inp), "-o", str(out), "-q", "--workers", "2", "--per-host", "2"]
-        proc = await asyncio.create_subprocess_exec(
-            *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        await _wait_for_lines(out, 40, proc)
-        followers = _children(proc.pid)
+        proc, followers = await _start_midway(args, out, 40)
         proc.send_signal(sig)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130, err.decode()
@@ -146,11 +147,7 @@ async def test_a_dead_worker_fails_the_run_and_a_rerun_completes(tmp_path: Path)
         inp = write_urls(tmp_path / "u.txt", urls)
         out = tmp_path / "out.jsonl"
         args = ["fetch", str(inp), "-o", str(out), "-q", "--workers", "2", "--per-host", "2"]
-        proc = await asyncio.create_subprocess_exec(
-            *shoal_cmd(*args), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        await _wait_for_lines(out, 40, proc)
-        (follower,) = _children(proc.pid)
+        proc, (follower,) = await _start_midway(args, out, 40)
         os.kill(follower, signal.SIGKILL)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 1, err.decode()
