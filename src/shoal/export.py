@@ -128,6 +128,23 @@ def keyset(reader: StateReader, table: str, last: int, size: int
         del rows  # the consumer is done with it: do not hold it while reading the next
 
 
+def check_target(fmt: str, out_path: str | None, batch: int) -> str | None:
+    """The output path (None: standard output) once ``fmt`` and ``batch`` are checked.
+
+    Raises:
+        UsageError: unknown format, or parquet to standard output.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if out_path == "-":
+        out_path = None
+    if fmt == "parquet" and out_path is None:
+        raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
+    return out_path
+
+
 def export_records(state_path: str, fmt: str, out_path: str | None, *,
                    batch: int = 10_000) -> int:
     """Write every record of the state at ``state_path`` to ``out_path`` in ``fmt``.
@@ -140,14 +157,7 @@ def export_records(state_path: str, fmt: str, out_path: str | None, *,
             or not a shoal state database.
         OSError: the output cannot be written.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    if out_path == "-":
-        out_path = None
-    if fmt == "parquet" and out_path is None:
-        raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
+    out_path = check_target(fmt, out_path, batch)
     reader = open_reader(state_path, out_path)
     try:
         columns = _columns(reader)

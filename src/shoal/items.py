@@ -21,9 +21,9 @@ import orjson
 
 from shoal.errors import UsageError
 from shoal.export import (
-    FORMATS,
     StateReader,
     _remove_partial,
+    check_target,
     keyset,
     open_reader,
 )
@@ -44,14 +44,7 @@ def export_items(state_path: str, fmt: str, out_path: str | None, *,
             not a shoal state database, or holds no items table (an older shoal wrote it).
         OSError: the output cannot be written.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown export format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    if out_path == "-":
-        out_path = None
-    if fmt == "parquet" and out_path is None:
-        raise UsageError("parquet cannot be written to standard output: give -o FILE.parquet")
+    out_path = check_target(fmt, out_path, batch)
     state = open_reader(state_path, out_path)
     try:
         if not state.has_items():
