@@ -1,10 +1,12 @@
 """The job runner of the service: one Engine per running job, all owned by one TaskGroup.
 
 The manager lives as long as the application (its lifespan). Jobs are rows of the
-service database; each job's URLs and records live in its own directory (``urls.txt``,
-``state.db``), the same state database the CLI uses, so export and resume work as they
-do there. A job that was running when the service stopped is started again when it
-comes back, and its engine resumes from its state.
+service database; each job's URL file lives in its own directory (``urls.txt``) and its
+records in the same state database the CLI uses, so export and resume work as they do
+there: ``state.db`` in that directory (SQLite), or the schema ``shoal_svc_<id>`` of a
+``PostgresStore`` when the service's ``--db`` is PostgreSQL. A job that was running when
+the service stopped is started again when it comes back, and its engine resumes from its
+state.
 
 Capacity is shared by giving every running job its own engine: its own worker pool,
 host slots and limits. A slow host holds only the slots of that host in that job; the
@@ -37,7 +39,10 @@ from shoal.engine.stats import Statistics
 from shoal.records import utc_now_iso
 from shoal.service.jobdb import ACTIVE, FINAL, JobDB, JobRow, JobState
 from shoal.service.metrics import Metrics
+from shoal.service.pgservice import JOB_POOL_SIZE, PgJobDB, job_store_name
+from shoal.service.records import JobRecords, SqliteRecords
 from shoal.service.settings import ServiceSettings
+from shoal.store.base import Store
 from shoal.store.sqlite import SqliteStore
 
 log = logging.getLogger("shoal.service")
@@ -120,13 +125,6 @@ def _parse(rows: list[tuple[int, bytes]]
     return out
 
 
-_BASE_QUERY = (
-    "SELECT host, json_extract(CAST(record AS TEXT), '$.status'), "
-    "json_extract(CAST(record AS TEXT), '$.error.kind'), "
-    "sum(json_extract(CAST(record AS TEXT), '$.bytes')), count(*) "
-    "FROM urls WHERE state = 2 AND kind = 0 GROUP BY 1, 2, 3")
-
-
 class JobManager:
     """Starts, pauses, resumes, cancels and deletes jobs; owns every job's engine."""
 
@@ -134,7 +132,8 @@ class JobManager:
                  resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.db = JobDB(settings.db)
+        self.db: JobDB | PgJobDB = (PgJobDB(settings.db, schema=settings.schema)
+                                    if settings.postgres else JobDB(settings.db))
         self._resolver = resolver  # tests map names to addresses with it
         self._live: dict[str, Live] = {}
         self._stack: contextlib.AsyncExitStack | None = None
@@ -190,6 +189,20 @@ class JobManager:
 
     def urls_path(self, job_id: str) -> str:
         return os.path.join(self.job_dir(job_id), "urls.txt")
+
+    def records(self, job_id: str) -> JobRecords:
+        """The job's records, read where its state lives."""
+        if isinstance(self.db, PgJobDB):
+            return self.db.records(job_id)
+        return SqliteRecords(self.state_path(job_id))
+
+    def _store(self, job_id: str) -> Store:
+        if self.settings.postgres:
+            from shoal.store.postgres import PostgresStore
+
+            return PostgresStore(self.settings.db, name=job_store_name(job_id),
+                                 pool_size=JOB_POOL_SIZE)
+        return SqliteStore(self.state_path(job_id))
 
     @staticmethod
     def new_id() -> str:
@@ -410,7 +423,7 @@ class JobManager:
                                                  finished=utc_now_iso()))
             return None
         loop = asyncio.get_running_loop()
-        store = SqliteStore(self.state_path(row.id))
+        store = self._store(row.id)
         live_box: list[Live] = []
 
         def sink(rows: list[tuple[int, bytes]]) -> None:
@@ -442,16 +455,15 @@ class JobManager:
             return LineSource(seeds, name=seeds_name(seeds))
         return FileSource(self.urls_path(row.id))
 
-    async def _run(self, live: Live, store: SqliteStore) -> None:
+    async def _run(self, live: Live, store: Store) -> None:
         row = live.row
         error: str | None = None
         try:
             if row.state != JobState.RUNNING or row.started is None:
                 await self._set_state(row, JobState.RUNNING, started=row.started or utc_now_iso())
             await store.open()
-            for host, status, kind, size, n in await store.in_thread(
-                    lambda: store.db.execute(_BASE_QUERY).fetchall()):
-                live.count(host, status, kind, int(size or 0), n)
+            for host, status, kind, size, n in await self.records(row.id).base_counts():
+                live.count(host, status, kind, size, n)
             if live.stop is None:
                 source = await asyncio.to_thread(self._source, row)
                 await live.engine.run(source)
@@ -466,7 +478,7 @@ class JobManager:
                 live.done.set()
                 self._wake.set()
 
-    async def _finish(self, live: Live, store: SqliteStore, error: str | None) -> None:
+    async def _finish(self, live: Live, store: Store, error: str | None) -> None:
         row = live.row
         try:
             await store.close()
