@@ -7,23 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from shoal.service.tokens import TokenStore
 from tests.conftest import run_shoal
 from tests.integration.test_netguard import PRIVATE, PUBLIC, MapResolver
 from tests.servers import html_page, redirect, site, slow
+from tests.service.conftest import Backend
 from tests.service.harness import service
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_tokens_required_once_configured(tmp_path: Path) -> None:
-    db = str(tmp_path / "service.db")
-    with TokenStore(db) as store:
+async def test_tokens_required_once_configured(tmp_path: Path, backend: Backend) -> None:
+    with backend.tokens() as store:
         writer, _ = store.create(name="w")
         reader, _ = store.create(name="r", read_only=True)
         revoked, info = store.create(name="gone")
         store.revoke(info.id)
-    async with site({"/": html_page("x")}) as srv, service(tmp_path, db=db) as svc:
+    async with site({"/": html_page("x")}) as srv, service(tmp_path, **backend.kw()) as svc:
         body = {"kind": "fetch", "urls": [srv.url("/")]}
         status, _ = await svc.call("GET", "/healthz")
         assert status == 200  # the only endpoint open to all
@@ -45,7 +44,7 @@ async def test_tokens_required_once_configured(tmp_path: Path) -> None:
         status, page = await svc.call("GET", f"/v1/jobs/{job['id']}/records", token=reader)
         assert status == 200 and len(page["items"]) == 1
         # revoking works at once
-        with TokenStore(db) as store:
+        with backend.tokens() as store:
             store.revoke(writer)
         status, _ = await svc.call("GET", "/v1/jobs", token=writer)
         assert status == 401
