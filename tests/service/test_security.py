@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,42 @@ async def test_a_slow_host_does_not_starve_another_job(tmp_path: Path) -> None:
         # the tarpit job is still held by its slow host: none of its pages is done
         assert still["state"] == "running" and still["counts"]["done"] == 0, still
         assert still["counts"]["in_flight"] > 0, still
+
+
+async def test_a_lost_database_connection_is_a_503_not_a_crash(tmp_path: Path) -> None:
+    import asyncpg
+
+    from tests.service.conftest import postgres_url
+
+    url = postgres_url()
+    backend = Backend("postgres", tmp_path, url, "shoal-service-t" + uuid.uuid4().hex[:10])
+    try:
+        async with site({"/": html_page("x")}) as srv, \
+                service(tmp_path, **backend.kw()) as svc:
+            job = await svc.start_job({"kind": "fetch", "urls": [srv.url("/")]})
+            await svc.wait_job(job["id"])
+            conn = await asyncpg.connect(url)
+            try:  # every other session of this database ends: the service's pools too
+                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE datname = current_database() "
+                                   "AND pid <> pg_backend_pid()")
+            finally:
+                await conn.close()
+            statuses = []
+            for _ in range(20):
+                status, data = await svc.call("GET", f"/v1/jobs/{job['id']}/records")
+                statuses.append(status)
+                if status == 200:
+                    break
+                assert status == 503 and "database" in data["detail"], (status, data)
+            assert statuses[-1] == 200 and len(data["items"]) == 1, statuses
+            # and the runner still runs jobs
+            again = await svc.start_job({"kind": "fetch", "urls": [srv.url("/")]})
+            assert (await svc.wait_job(again["id"]))["state"] == "completed"
+    finally:
+        conn = await asyncpg.connect(url)
+        try:
+            for schema in await backend.schemas():
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()

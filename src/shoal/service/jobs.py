@@ -36,6 +36,7 @@ from shoal.core import urls as urlmod
 from shoal.engine.engine import Engine
 from shoal.engine.source import FileSource, LineSource, Source
 from shoal.engine.stats import Statistics
+from shoal.errors import StoreError
 from shoal.records import utc_now_iso
 from shoal.service.jobdb import ACTIVE, FINAL, JobDB, JobRow, JobState
 from shoal.service.metrics import Metrics
@@ -51,6 +52,7 @@ LATEST = 20  # latest records kept per running job for the dashboard
 HOSTS_SHOWN = 100  # hosts in a job's summary, most pages first
 LAG_INTERVAL = 0.1
 STATS_TTL = 0.2  # seconds a job's statistics snapshot is reused for
+DISPATCH_RETRY = 1.0  # seconds before the jobs are read again after a database error
 
 
 class JobError(Exception):
@@ -298,6 +300,15 @@ class JobManager:
             setattr(row, name, value)
         await self.db.update(row.id, state=state, **values)
 
+    async def _save_state(self, row: JobRow, state: JobState, **values: Any) -> None:
+        """``_set_state`` for the job runner's own tasks: a database that is away is logged,
+        not a crash of the runner (the row keeps its last saved state: a job left
+        ``running`` resumes at the next start)."""
+        try:
+            await self._set_state(row, state, **values)
+        except StoreError as exc:
+            log.error("job %s: cannot save its state %s: %s", row.id, state, exc)
+
     # -- progress ---------------------------------------------------------------------------
     def summary(self, row: JobRow) -> dict[str, Any]:
         """The job as the API shows it: state, counts, rates, errors by kind, hosts."""
@@ -405,7 +416,16 @@ class JobManager:
             room = self.settings.max_running - len(self._live)
             if room <= 0:
                 continue
-            for row in await self.db.in_states(ACTIVE):
+            try:
+                rows = await self.db.in_states(ACTIVE)
+            except StoreError as exc:  # the database is away (PostgreSQL): look again later
+                log.error("cannot read the jobs: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DISPATCH_RETRY):
+                        await self._wake.wait()
+                self._wake.set()
+                continue
+            for row in rows:
                 if room <= 0 or self.stopping:
                     break
                 if row.id in self._live:
@@ -419,8 +439,8 @@ class JobManager:
         try:
             config, crawl = self._options(row)
         except Exception as exc:  # a row no longer valid (e.g. --allow-net changed)
-            self._tg.create_task(self._set_state(row, JobState.FAILED, error=str(exc),
-                                                 finished=utc_now_iso()))
+            self._tg.create_task(self._save_state(row, JobState.FAILED, error=str(exc),
+                                                  finished=utc_now_iso()))
             return None
         loop = asyncio.get_running_loop()
         store = self._store(row.id)
@@ -501,4 +521,4 @@ class JobManager:
             if error is not None:
                 state, finished = JobState.FAILED, utc_now_iso()
             row.summary = part
-            await self._set_state(row, state, finished=finished, error=error, summary=part)
+            await self._save_state(row, state, finished=finished, error=error, summary=part)

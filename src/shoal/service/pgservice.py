@@ -38,7 +38,9 @@ SCHEMA = "shoal-service"  # the service's tables; jobs are in "shoal_svc_<id>"
 POOL_SIZE = 4  # connections of the service's own pool (jobs, records, exports)
 JOB_POOL_SIZE = 3  # connections of each running job's store
 TIMEOUT = 30.0  # seconds one call on the service tables may take
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+# InternalClientError: a connection the server ended while it sat idle in the pool
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+              asyncpg.InternalClientError, asyncio.TimeoutError)
 
 # Versioned migrations of the service schema ({s}: its quoted name), as tokens.MIGRATIONS.
 MIGRATIONS: tuple[str, ...] = (
