@@ -1,9 +1,12 @@
 """A job's records read from its state database: filtered pages and streamed exports.
 
-Each read opens the state read-only on a thread of its own (SQLite WAL lets it read while
-the job's engine writes). Pages follow the record order (``seq``) with a keyset cursor, and
-scan a bounded window of records per request, so a filter that matches rarely still
-answers quickly: the client follows ``next_cursor`` until ``has_more`` is false.
+``JobRecords`` is the interface: ``SqliteRecords`` here, ``pgservice.PgRecords`` for a job
+in PostgreSQL. On SQLite each read opens the state read-only on a thread of its own (WAL
+lets it read while the job's engine writes). Exports read batches with ``records_after``
+up to the last record when they start, whatever the backend. Pages follow the record
+order (``seq``) with a keyset cursor, and scan a bounded window of records per request, so
+a filter that matches rarely still answers quickly: the client follows ``next_cursor``
+until ``has_more`` is false.
 """
 
 from __future__ import annotations
