@@ -53,6 +53,10 @@ async def test_fetch_job_end_to_end(tmp_path: Path, backend: Backend) -> None:
         [bad] = await svc.records(job["id"], error_kind="invalid_url")
         assert bad["url"] == "not a url"
         assert len(await svc.records(job["id"], host=srv.base_url)) == 3
+        assert [r["url"] for r in await svc.records(job["id"], status_class="none")] == [
+            "not a url"]
+        assert len(await svc.records(job["id"], error_kind="none")) == 3
+        assert await svc.records(job["id"], status_class="5xx") == []
         assert len(await svc.records(job["id"], limit=1)) == 4  # one per page, cursor followed
 
         _, body = await svc.call("GET", f"/v1/jobs/{job['id']}/export?format=jsonl",
