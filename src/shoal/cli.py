@@ -21,7 +21,7 @@ from shoal.errors import ShoalError, StoreError, UsageError, WorkerError
 if TYPE_CHECKING:
     from shoal.extract.router import Router
     from shoal.recrawl import Previous
-    from shoal.service.tokens import TokenStore
+    from shoal.service.tokens import Tokens
     from shoal.warc import WarcWriter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -518,9 +518,13 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs a token configured.")
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
-@click.option("--db", metavar="PATH", default="shoal-service.db", show_default=True,
-              help="The service database (tokens and jobs); each job's records live in "
-                   "PATH.jobs/<id>/state.db.")
+@click.option("--db", metavar="PATH_OR_URL", default="shoal-service.db", show_default=True,
+              help="The service database (tokens and jobs): a path (each job's records "
+                   "in PATH.jobs/<id>/state.db) or postgresql://... (tokens and jobs in "
+                   "the schema shoal-service, each job's records in shoal_svc_<id>).")
+@click.option("--jobs-dir", metavar="DIR", default=None,
+              help="Where each job's URL file lives [default: PATH.jobs beside a SQLite "
+                   "--db, ./shoal-service.jobs with PostgreSQL].")
 @click.option("--allow-net", multiple=True, metavar="CIDR",
               help="Networks the private-network guard lets jobs reach (repeatable); "
                    "everything non-public is refused otherwise.")
@@ -532,8 +536,9 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
               help="URLs of a fetch job, pages of a crawl job, at most.")
 @click.option("--max-upload", type=ByteSize(), default="256M", show_default=True,
               help="Largest uploaded URL file.")
-def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running: int,
-          max_jobs_per_token: int, max_urls_per_job: int, max_upload: int) -> None:
+def serve(host: str, port: int, db: str, jobs_dir: str | None, allow_net: tuple[str, ...],
+          max_running: int, max_jobs_per_token: int, max_urls_per_job: int,
+          max_upload: int) -> None:
     """Run the crawl service: HTTP API, live dashboard and metrics (see README "Service").
 
     Jobs are kept in the service database; a job running when the service stops (SIGINT,
@@ -546,7 +551,8 @@ def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running
     if not 0 <= port <= 65535:
         _fail(f"--port must be between 0 and 65535, got {port}")
     try:
-        settings = ServiceSettings(db=db, allow_net=allow_net, max_running=max_running,
+        settings = ServiceSettings(db=db, jobs_root=jobs_dir, allow_net=allow_net,
+                                   max_running=max_running,
                                    max_jobs_per_token=max_jobs_per_token,
                                    max_urls_per_job=max_urls_per_job, max_upload=max_upload)
     except UsageError as exc:
@@ -556,7 +562,8 @@ def serve(host: str, port: int, db: str, allow_net: tuple[str, ...], max_running
         active = store.count_active()
     if not is_loopback(host) and active == 0:
         _fail(f"refusing to listen on {host} (not loopback) with no API token configured: "
-              f"create one first with 'shoal token create --db {settings.db}'")
+              f"create one first with 'shoal token create --db "
+              f"{_display(settings.db) if settings.postgres else settings.db}'")
     try:
         sock = listen(host, port)
     except OSError as exc:
@@ -686,15 +693,19 @@ def token() -> None:
 
 
 def _service_db_option(f: Any) -> Any:
-    return click.option("--db", metavar="PATH", default="shoal-service.db", show_default=True,
-                        help="The service database holding the tokens.")(f)
+    return click.option("--db", metavar="PATH_OR_URL", default="shoal-service.db",
+                        show_default=True,
+                        help="The service database holding the tokens: a path or "
+                             "postgresql://... (as `shoal serve --db`).")(f)
 
 
-def _token_store(db: str, *, create: bool) -> TokenStore:
-    from shoal.service.tokens import TokenStore
+def _token_store(db: str, *, create: bool) -> Tokens:
+    from shoal.service.tokens import open_tokens
 
+    if "://" in db and not db.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        _fail(f"--db {db!r}: use a path, sqlite:///path or postgresql://...")
     try:
-        return TokenStore(db, create=create)
+        return open_tokens(db, create=create)
     except StoreError as exc:
         _fail(str(exc))
 
@@ -711,7 +722,7 @@ def token_create(read_only: bool, name: str, db: str) -> None:
     with _token_store(db, create=True) as store:
         secret, info = store.create(name=name, read_only=read_only)
     kind = "read-only token" if info.read_only else "token"
-    click.echo(f"shoal: created {kind} {info.id} in {db}. It is shown only this once; keep "
+    click.echo(f"shoal: created {kind} {info.id} in {store.path}. It is shown only this once; keep "
                "it secret and send it as 'Authorization: Bearer <token>'.", err=True)
     click.echo(secret)
 
@@ -728,7 +739,7 @@ def token_revoke(token_id: str, db: str) -> None:
     with _token_store(db, create=False) as store:
         if not store.revoke(token_id):
             missing = "no such token" if token_id.startswith(PREFIX) else f"no {shown}"
-            _fail(f"{missing} in {db} (see 'shoal token list')")
+            _fail(f"{missing} in {store.path} (see 'shoal token list')")
     click.echo(f"shoal: revoked {shown}; it no longer works", err=True)
 
 
@@ -745,7 +756,8 @@ def token_list(db: str) -> None:
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if not infos:
-        click.echo(f"shoal: no tokens in {db} (create one with 'shoal token create')", err=True)
+        click.echo(f"shoal: no tokens in {store.path} (create one with 'shoal token create')",
+                   err=True)
 
 
 def main() -> None:

@@ -11,7 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shoal.service import records as records_mod
+from shoal.service.pgservice import job_schema
 from tests.servers import html_page, site, slow
+from tests.service.conftest import Backend
 from tests.service.harness import service
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,9 +29,9 @@ def chain_site(n: int) -> dict[str, str]:
     return pages
 
 
-async def test_fetch_job_end_to_end(tmp_path: Path) -> None:
+async def test_fetch_job_end_to_end(tmp_path: Path, backend: Backend) -> None:
     async with site({"/a": html_page("A"), "/b": html_page("B"), "/missing": 404}) as srv, \
-            service(tmp_path) as svc:
+            service(tmp_path, **backend.kw()) as svc:
         urls = [srv.url("/a"), srv.url("/b"), srv.url("/missing"), "not a url"]
         job = await svc.start_job({"kind": "fetch", "urls": urls,
                                    "options": {"concurrency": 4, "no_robots": True}})
@@ -50,6 +53,10 @@ async def test_fetch_job_end_to_end(tmp_path: Path) -> None:
         [bad] = await svc.records(job["id"], error_kind="invalid_url")
         assert bad["url"] == "not a url"
         assert len(await svc.records(job["id"], host=srv.base_url)) == 3
+        assert [r["url"] for r in await svc.records(job["id"], status_class="none")] == [
+            "not a url"]
+        assert len(await svc.records(job["id"], error_kind="none")) == 3
+        assert await svc.records(job["id"], status_class="5xx") == []
         assert len(await svc.records(job["id"], limit=1)) == 4  # one per page, cursor followed
 
         _, body = await svc.call("GET", f"/v1/jobs/{job['id']}/export?format=jsonl",
@@ -60,13 +67,20 @@ async def test_fetch_job_end_to_end(tmp_path: Path) -> None:
                                       expect=200)
         rows = list(csv.DictReader(io.StringIO(body.decode())))
         assert len(rows) == 4 and {r["error_kind"] for r in rows} == {"", "invalid_url"}
+        # the state is where the backend keeps it, and only there
+        state_file = Path(svc.settings.jobs_dir) / job["id"] / "state.db"
+        if backend.name == "postgres":
+            assert await backend.has_schema(job_schema(job["id"]))
+            assert not state_file.exists()
+        else:
+            assert state_file.exists()
 
         _, listing = await svc.call("GET", "/v1/jobs", expect=200)
         assert [j["id"] for j in listing["items"]] == [job["id"]]
 
 
-async def test_crawl_job_and_listing_pages(tmp_path: Path) -> None:
-    async with site(chain_site(12)) as srv, service(tmp_path) as svc:
+async def test_crawl_job_and_listing_pages(tmp_path: Path, backend: Backend) -> None:
+    async with site(chain_site(12)) as srv, service(tmp_path, **backend.kw()) as svc:
         ids = []
         for max_pages in (5, 12, 3):
             job = await svc.start_job({"kind": "crawl", "seeds": [srv.url("/")],
@@ -117,9 +131,11 @@ async def test_bad_options_are_422_naming_the_field(tmp_path: Path) -> None:
         assert status == 404
 
 
-async def test_upload_a_url_file(tmp_path: Path) -> None:
+async def test_upload_a_url_file(tmp_path: Path, backend: Backend,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records_mod, "EXPORT_BATCH", 64)  # the export reads in batches
     async with site({f"/{i}": html_page(f"p{i}") for i in range(300)}) as srv, \
-            service(tmp_path, max_body=1024) as svc:
+            service(tmp_path, **backend.kw(), max_body=1024) as svc:
         body = "".join(f"{srv.url(f'/{i}')}\n" for i in range(300)).encode()
         assert len(body) > 1024  # larger than a JSON body may be: uploads have their own
         status, job = await svc.call("POST", "/v1/jobs/upload", data=body,
@@ -128,6 +144,12 @@ async def test_upload_a_url_file(tmp_path: Path) -> None:
         assert job["urls"] == 300 and job["spec"]["options"]["per_host"] == 4
         done = await svc.wait_job(job["id"])
         assert done["counts"]["done"] == 300 and done["status_classes"] == {"2xx": 300}
+        records = await svc.records(job["id"], limit=1000)
+        _, body = await svc.call("GET", f"/v1/jobs/{job['id']}/export", expect=200)
+        assert [orjson.loads(line) for line in body.splitlines()] == records
+        assert len(records) == 300 and len({r["url"] for r in records}) == 300
+        _, body = await svc.call("GET", f"/v1/jobs/{job['id']}/export?format=csv", expect=200)
+        assert len(list(csv.DictReader(io.StringIO(body.decode())))) == 300
         status, data = await svc.call("POST", "/v1/jobs/upload", data=body,
                                       params={"per_host": -1})
         assert status == 422 and "per_host" in data["message"]
@@ -157,7 +179,7 @@ async def test_limits_per_token_and_per_job(tmp_path: Path) -> None:
         await svc.start_job({"kind": "fetch", "urls": [srv.url("/slow")]})
 
 
-async def test_pause_resume_cancel_delete(tmp_path: Path) -> None:
+async def test_pause_resume_cancel_delete(tmp_path: Path, backend: Backend) -> None:
     gate = asyncio.Event()
 
     async def gated(request: object) -> object:
@@ -168,7 +190,7 @@ async def test_pause_resume_cancel_delete(tmp_path: Path) -> None:
         return web.Response(text=html_page("ok"), content_type="text/html")
 
     routes = {f"/{i}": gated for i in range(20)}
-    async with site(routes) as srv, service(tmp_path, drain_grace=0.2) as svc:
+    async with site(routes) as srv, service(tmp_path, **backend.kw(), drain_grace=0.2) as svc:
         urls = [srv.url(f"/{i}") for i in range(20)]
         job = await svc.start_job({"kind": "fetch", "urls": urls,
                                    "options": {"concurrency": 2, "per_host": 2,
@@ -203,6 +225,9 @@ async def test_pause_resume_cancel_delete(tmp_path: Path) -> None:
         status, _ = await svc.call("GET", f"/v1/jobs/{jid}")
         assert status == 404
         assert not (Path(svc.settings.jobs_dir) / jid).exists()
+        if backend.name == "postgres":  # the job's state went with it
+            assert not await backend.has_schema(job_schema(jid))
+            assert await backend.has_schema(job_schema(job2["id"]))
 
 
 async def test_jobs_over_max_running_wait_their_turn(tmp_path: Path) -> None:

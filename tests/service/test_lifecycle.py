@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.servers import html_page, site
+from tests.service.conftest import Backend
 from tests.service.harness import service
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,9 +45,10 @@ async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[tuple[float,
     return events
 
 
-async def test_events_stream_progress_about_once_a_second(tmp_path: Path) -> None:
+async def test_events_stream_progress_about_once_a_second(tmp_path: Path, backend: Backend
+                                                          ) -> None:
     gate = asyncio.Event()
-    async with site(gated_routes(gate, 10)) as srv, service(tmp_path) as svc:
+    async with site(gated_routes(gate, 10)) as srv, service(tmp_path, **backend.kw()) as svc:
         job = await svc.start_job({"kind": "fetch", "urls": [srv.url(f"/{i}") for i in
                                                              range(10)],
                                    "options": {"no_robots": True}})
@@ -69,9 +71,9 @@ async def test_events_stream_progress_about_once_a_second(tmp_path: Path) -> Non
         assert len(rest[-1]["latest"]) == 10
 
 
-async def test_health_readiness_and_metrics(tmp_path: Path) -> None:
+async def test_health_readiness_and_metrics(tmp_path: Path, backend: Backend) -> None:
     async with site({f"/{i}": html_page(str(i)) for i in range(5)} | {"/x": 500}) as srv, \
-            service(tmp_path) as svc:
+            service(tmp_path, **backend.kw()) as svc:
         assert (await svc.call("GET", "/healthz"))[1] == {"status": "ok"}
         assert (await svc.call("GET", "/readyz"))[0] == 200
         job = await svc.start_job({"kind": "fetch", "options": {"retries": 0},
@@ -91,19 +93,19 @@ async def test_health_readiness_and_metrics(tmp_path: Path) -> None:
         assert jid not in body.decode()
 
 
-async def test_a_restarted_service_resumes_its_running_jobs(tmp_path: Path) -> None:
+async def test_a_restarted_service_resumes_its_running_jobs(tmp_path: Path, backend: Backend
+                                                            ) -> None:
     gate = asyncio.Event()
-    db = str(tmp_path / "service.db")
     async with site(gated_routes(gate, 30)) as srv:
         urls = [srv.url(f"/{i}") for i in range(30)]
-        async with service(tmp_path, db=db, drain_grace=0.1) as svc:
+        async with service(tmp_path, **backend.kw(), drain_grace=0.1) as svc:
             job = await svc.start_job({"kind": "fetch", "urls": urls,
                                        "options": {"no_robots": True, "retries": 0}})
             await svc.wait_job(job["id"], {"running"})
             async with asyncio.timeout(10):
                 await srv.log.wait_started(2)
         # stopped with requests in flight: they went back to pending, the job stays running
-        async with service(tmp_path, db=db) as svc:
+        async with service(tmp_path, **backend.kw()) as svc:
             _, again = await svc.call("GET", f"/v1/jobs/{job['id']}", expect=200)
             assert again["state"] == "running"
             gate.set()

@@ -29,14 +29,14 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal import __version__
-from shoal.errors import ConfigError, ErrorKind
+from shoal.errors import ConfigError, ErrorKind, StoreError
 from shoal.service.jobdb import ACTIVE, JobRow
 from shoal.service.jobs import JobError, JobManager
 from shoal.service.metrics import Metrics
 from shoal.service.models import CrawlJob, FetchJob, FetchOptions, JobRequest
-from shoal.service.records import RecordFilter, records_page, stream_export
+from shoal.service.records import RecordFilter, stream_export
 from shoal.service.settings import ServiceSettings
-from shoal.service.tokens import TokenStore
+from shoal.service.tokens import open_tokens
 
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="the job's id")]
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
@@ -115,7 +115,7 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
     """The application. ``loopback``: it listens on loopback only, so with no token
     configured it is open; on any other address every request needs a token."""
     metrics = Metrics()
-    tokens = TokenStore(settings.db)  # creates the database and its tables
+    tokens = open_tokens(settings.db, schema=settings.schema)  # creates the tables
     manager = JobManager(settings, metrics, resolver=resolver)
 
     @contextlib.asynccontextmanager
@@ -139,6 +139,11 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
     @app.exception_handler(JobError)
     async def job_error(request: Request, exc: JobError) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        # the database is unreachable or failing: not the client's fault, nor a crash
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -365,8 +370,7 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         """Records in output order (the CLI's output objects), filtered; follow
         ``next_cursor`` while ``has_more``."""
         filt = RecordFilter(status_class=status_class, error_kind=error_kind, host=host)
-        lines, nxt, more = await asyncio.to_thread(
-            records_page, manager.state_path(row.id), cursor, limit, filt)
+        lines, nxt, more = await manager.records(row.id).page(cursor, limit, filt)
         body = (b'{"items":[' + b",".join(lines) + b'],"next_cursor":' + str(nxt).encode()
                 + b',"has_more":' + (b"true" if more else b"false") + b"}")
         return Response(body, media_type="application/json")
@@ -378,7 +382,7 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         """Every record committed so far, streamed (never built in memory)."""
         media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
         return StreamingResponse(
-            stream_export(manager.state_path(row.id), format), media_type=media,
+            stream_export(manager.records(row.id), format), media_type=media,
             headers={"Content-Disposition": f'attachment; filename="{row.id}.{format}"'})
 
     @app.get("/v1/jobs/{job_id}/events", tags=["records"], responses={404: {}},

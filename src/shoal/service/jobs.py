@@ -1,10 +1,12 @@
 """The job runner of the service: one Engine per running job, all owned by one TaskGroup.
 
 The manager lives as long as the application (its lifespan). Jobs are rows of the
-service database; each job's URLs and records live in its own directory (``urls.txt``,
-``state.db``), the same state database the CLI uses, so export and resume work as they
-do there. A job that was running when the service stopped is started again when it
-comes back, and its engine resumes from its state.
+service database; each job's URL file lives in its own directory (``urls.txt``) and its
+records in the same state database the CLI uses, so export and resume work as they do
+there: ``state.db`` in that directory (SQLite), or the schema ``shoal_svc_<id>`` of a
+``PostgresStore`` when the service's ``--db`` is PostgreSQL. A job that was running when
+the service stopped is started again when it comes back, and its engine resumes from its
+state.
 
 Capacity is shared by giving every running job its own engine: its own worker pool,
 host slots and limits. A slow host holds only the slots of that host in that job; the
@@ -37,16 +39,21 @@ from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
 from shoal.engine.engine import Engine
 from shoal.engine.source import FileSource, LineSource, Source
+from shoal.errors import StoreError
 from shoal.records import utc_now_iso
 from shoal.service.jobdb import ACTIVE, FINAL, JobDB, JobRow, JobState
-from shoal.service.live import BASE_QUERY, Live, live_summary, parse_records
+from shoal.service.live import Live, live_summary, parse_records
 from shoal.service.metrics import Metrics
+from shoal.service.pgservice import JOB_POOL_SIZE, PgJobDB, job_store_name
+from shoal.service.records import JobRecords, SqliteRecords
 from shoal.service.settings import ServiceSettings
+from shoal.store.base import Store
 from shoal.store.sqlite import SqliteStore
 
 log = logging.getLogger("shoal.service")
 
 LAG_INTERVAL = 0.1
+DISPATCH_RETRY = 1.0  # seconds before the jobs are read again after a database error
 
 
 class JobError(Exception):
@@ -65,7 +72,8 @@ class JobManager:
                  resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.db = JobDB(settings.db)
+        self.db: JobDB | PgJobDB = (PgJobDB(settings.db, schema=settings.schema)
+                                    if settings.postgres else JobDB(settings.db))
         self._resolver = resolver  # tests map names to addresses with it
         self._live: dict[str, Live] = {}
         self._stack: contextlib.AsyncExitStack | None = None
@@ -127,6 +135,20 @@ class JobManager:
 
     def urls_path(self, job_id: str) -> str:
         return os.path.join(self.job_dir(job_id), "urls.txt")
+
+    def records(self, job_id: str) -> JobRecords:
+        """The job's records, read where its state lives."""
+        if isinstance(self.db, PgJobDB):
+            return self.db.records(job_id)
+        return SqliteRecords(self.state_path(job_id))
+
+    def _store(self, job_id: str) -> Store:
+        if self.settings.postgres:
+            from shoal.store.postgres import PostgresStore
+
+            return PostgresStore(self.settings.db, name=job_store_name(job_id),
+                                 pool_size=JOB_POOL_SIZE)
+        return SqliteStore(self.state_path(job_id))
 
     @staticmethod
     def new_id() -> str:
@@ -231,6 +253,15 @@ class JobManager:
             setattr(row, name, value)
         await self.db.update(row.id, state=state, **values)
 
+    async def _save_state(self, row: JobRow, state: JobState, **values: Any) -> None:
+        """``_set_state`` for the job runner's own tasks: a database that is away is logged,
+        not a crash of the runner (the row keeps its last saved state: a job left
+        ``running`` resumes at the next start)."""
+        try:
+            await self._set_state(row, state, **values)
+        except StoreError as exc:
+            log.error("job %s: cannot save its state %s: %s", row.id, state, exc)
+
     # -- progress ---------------------------------------------------------------------------
     def summary(self, row: JobRow) -> dict[str, Any]:
         """The job as the API shows it: state, counts, rates, errors by kind, hosts."""
@@ -306,7 +337,16 @@ class JobManager:
             room = self.settings.max_running - len(self._live)
             if room <= 0:
                 continue
-            for row in await self.db.in_states(ACTIVE):
+            try:
+                rows = await self.db.in_states(ACTIVE)
+            except StoreError as exc:  # the database is away (PostgreSQL): look again later
+                log.error("cannot read the jobs: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DISPATCH_RETRY):
+                        await self._wake.wait()
+                self._wake.set()
+                continue
+            for row in rows:
                 if room <= 0 or self.stopping:
                     break
                 if row.id in self._live:
@@ -320,11 +360,11 @@ class JobManager:
         try:
             config, crawl = self._options(row)
         except Exception as exc:  # a row no longer valid (e.g. --allow-net changed)
-            self._tg.create_task(self._set_state(row, JobState.FAILED, error=str(exc),
-                                                 finished=utc_now_iso()))
+            self._tg.create_task(self._save_state(row, JobState.FAILED, error=str(exc),
+                                                  finished=utc_now_iso()))
             return None
         loop = asyncio.get_running_loop()
-        store = SqliteStore(self.state_path(row.id))
+        store = self._store(row.id)
         live_box: list[Live] = []
 
         def sink(rows: list[tuple[int, bytes]]) -> None:
@@ -356,7 +396,7 @@ class JobManager:
             return LineSource(seeds, name=seeds_name(seeds))
         return FileSource(self.urls_path(row.id))
 
-    async def _run(self, live: Live, store: SqliteStore) -> None:
+    async def _run(self, live: Live, store: Store) -> None:
         row = live.row
         error: str | None = None
         started = row.started or utc_now_iso()
@@ -368,6 +408,9 @@ class JobManager:
             return
         row.state, row.started = JobState.RUNNING, started
         try:
+            # what earlier runs of the job recorded, read here: the service's database
+            # connections belong to this loop, not to the engine's
+            live.count_rows(await self.records(row.id).base_counts())
             done = asyncio.get_running_loop().run_in_executor(
                 self._threads, self._engine_thread, live, store)
             try:
@@ -387,20 +430,18 @@ class JobManager:
                 live.done.set()
                 self._wake.set()
 
-    def _engine_thread(self, live: Live, store: SqliteStore) -> None:
+    def _engine_thread(self, live: Live, store: Store) -> None:
         """The job's engine on a loop of its own (uvloop when present), in this thread."""
         from shoal._runtime import loop_factory
 
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(self._engine_main(live, store))
 
-    async def _engine_main(self, live: Live, store: SqliteStore) -> None:
+    async def _engine_main(self, live: Live, store: Store) -> None:
         assert self._loop is not None
         live.loop = asyncio.get_running_loop()
         try:
             await store.open()
-            base = await store.in_thread(lambda: store.db.execute(BASE_QUERY).fetchall())
-            self._loop.call_soon_threadsafe(live.count_rows, base)
             if live.stop is None:  # else a stop came before this loop could hear of it
                 source = await asyncio.to_thread(self._source, live.row)
                 await live.engine.run(source)
@@ -430,4 +471,4 @@ class JobManager:
         if error is not None:
             state, finished = JobState.FAILED, utc_now_iso()
         row.summary = part
-        await self._set_state(row, state, finished=finished, error=error, summary=part)
+        await self._save_state(row, state, finished=finished, error=error, summary=part)

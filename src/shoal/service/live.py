@@ -8,6 +8,7 @@ import functools
 import heapq
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,7 @@ class Live:
             self.count(host, status, kind, size, 1)
             self.latest.append(record)
 
-    def count_rows(self, rows: list[tuple[str, int | None, str | None, int | None, int]]
+    def count_rows(self, rows: Sequence[tuple[str, int | None, str | None, int | None, int]]
                    ) -> None:
         """Add what earlier runs of this job recorded (host, status, kind, bytes, count)."""
         for host, status, kind, size, n in rows:
@@ -99,13 +100,6 @@ def parse_records(rows: list[tuple[int, bytes]]
                     record.get("status"), None if error is None else error["kind"],
                     int(record.get("bytes") or 0), record))
     return out
-
-
-BASE_QUERY = (
-    "SELECT host, json_extract(CAST(record AS TEXT), '$.status'), "
-    "json_extract(CAST(record AS TEXT), '$.error.kind'), "
-    "sum(json_extract(CAST(record AS TEXT), '$.bytes')), count(*) "
-    "FROM urls WHERE state = 2 AND kind = 0 GROUP BY 1, 2, 3")
 
 
 def live_summary(live: Live, stats: Statistics) -> dict[str, Any]:

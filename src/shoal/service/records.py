@@ -1,9 +1,12 @@
 """A job's records read from its state database: filtered pages and streamed exports.
 
-Each read opens the state read-only on a thread of its own (SQLite WAL lets it read while
-the job's engine writes). Pages follow the record order (``seq``) with a keyset cursor, and
-scan a bounded window of records per request, so a filter that matches rarely still
-answers quickly: the client follows ``next_cursor`` until ``has_more`` is false.
+``JobRecords`` is the interface: ``SqliteRecords`` here, ``pgservice.PgRecords`` for a job
+in PostgreSQL. On SQLite each read opens the state read-only on a thread of its own (WAL
+lets it read while the job's engine writes). Exports read batches with ``records_after``
+up to the last record when they start, whatever the backend. Pages follow the record
+order (``seq``) with a keyset cursor, and scan a bounded window of records per request, so
+a filter that matches rarely still answers quickly: the client follows ``next_cursor``
+until ``has_more`` is false.
 """
 
 from __future__ import annotations
@@ -13,12 +16,11 @@ import csv
 import io
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from shoal.export import COLUMNS, _batches, _csv_row, _decode, _open_state
+from shoal.export import COLUMNS, _csv_row, _decode, _open_state
 
 SCAN = 20_000  # records looked at for one page at most
 EXPORT_BATCH = 2_000
@@ -75,35 +77,90 @@ def records_page(path: str, cursor: int, limit: int, filt: RecordFilter
     return [r[1].rstrip(b"\n") for r in rows], next_cursor, next_cursor < last
 
 
-async def stream_export(path: str, fmt: str) -> AsyncIterator[bytes]:
-    """The job's records as JSON lines or CSV, a batch at a time, never all in memory."""
+class JobRecords(Protocol):
+    """A job's records wherever its state lives (SQLite file or PostgreSQL schema)."""
+
+    name: str  # shown in messages
+
+    async def records_after(self, seq: int, limit: int = 2000) -> list[tuple[int, bytes]]: ...
+    async def page(self, cursor: int, limit: int, filt: RecordFilter
+                   ) -> tuple[list[bytes], int, bool]: ...
+    async def base_counts(self) -> list[tuple[str, int | None, str | None, int, int]]: ...
+    async def last_seq(self) -> int: ...
+
+
+_BASE_QUERY = (
+    f"SELECT host, json_extract({_TEXT}, '$.status'), json_extract({_TEXT}, '$.error.kind'), "
+    f"sum(json_extract({_TEXT}, '$.bytes')), count(*) "
+    "FROM urls WHERE state = 2 AND kind = 0 GROUP BY 1, 2, 3")
+
+
+class SqliteRecords:
+    """A job's records in its SQLite state file, each read on a thread, read-only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = self.name = path
+
+    async def records_after(self, seq: int, limit: int = 2000) -> list[tuple[int, bytes]]:
+        def read() -> list[tuple[int, bytes]]:
+            if not os.path.exists(self.path):
+                return []
+            db = _connect(self.path)
+            try:
+                return db.execute("SELECT seq, record FROM urls WHERE seq > ? ORDER BY seq "
+                                  "LIMIT ?", (seq, limit)).fetchall()
+            finally:
+                db.close()
+
+        return await asyncio.to_thread(read)
+
+    async def page(self, cursor: int, limit: int, filt: RecordFilter
+                   ) -> tuple[list[bytes], int, bool]:
+        return await asyncio.to_thread(records_page, self.path, cursor, limit, filt)
+
+    async def last_seq(self) -> int:
+        def read() -> int:
+            if not os.path.exists(self.path):
+                return 0
+            db = _connect(self.path)
+            try:
+                return int(db.execute("SELECT max(seq) FROM urls").fetchone()[0] or 0)
+            finally:
+                db.close()
+
+        return await asyncio.to_thread(read)
+
+    async def base_counts(self) -> list[tuple[str, int | None, str | None, int, int]]:
+        def read() -> list[tuple[str, int | None, str | None, int, int]]:
+            if not os.path.exists(self.path):
+                return []
+            db = _connect(self.path)
+            try:
+                return [(h, s, k, int(b or 0), n)
+                        for h, s, k, b, n in db.execute(_BASE_QUERY).fetchall()]
+            finally:
+                db.close()
+
+        return await asyncio.to_thread(read)
+
+
+async def stream_export(source: JobRecords, fmt: str) -> AsyncIterator[bytes]:
+    """The job's records as JSON lines or CSV, a batch at a time, never all in memory.
+
+    Covers the records committed when it started (the cut), as ``shoal export`` does."""
     if fmt == "csv":
         yield _csv_bytes([list(COLUMNS)])
-    loop = asyncio.get_running_loop()
-    if not await asyncio.to_thread(os.path.exists, path):
-        return
-    # sqlite3 connections stay on the thread that made them: one thread for this export
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-export") as pool:
-        db = await loop.run_in_executor(pool, _connect, path)
-        try:
-            batches = _batches(db, path, EXPORT_BATCH)
-            while True:
-                chunk = await loop.run_in_executor(pool, _next_chunk, batches, fmt, path)
-                if chunk is None:
-                    return
-                yield chunk
-        finally:
-            await loop.run_in_executor(pool, db.close)
-
-
-def _next_chunk(batches: Iterator[list[tuple[int, bytes]]], fmt: str, path: str
-                ) -> bytes | None:
-    rows = next(batches, None)
-    if rows is None:
-        return None
-    if fmt == "jsonl":
-        return b"".join(line for _, line in rows)
-    return _csv_bytes(_csv_row(_decode(seq, line, path)) for seq, line in rows)
+    cut = await source.last_seq()
+    seq = 0
+    while seq < cut:
+        rows = [r for r in await source.records_after(seq, EXPORT_BATCH) if r[0] <= cut]
+        if not rows:
+            return
+        seq = rows[-1][0]
+        if fmt == "jsonl":
+            yield b"".join(bytes(line) for _, line in rows)
+        else:
+            yield _csv_bytes(_csv_row(_decode(s, bytes(line), source.name)) for s, line in rows)
 
 
 def _csv_bytes(rows: Any) -> bytes:

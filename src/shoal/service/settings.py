@@ -16,7 +16,9 @@ MiB = 1024 * KiB
 class ServiceSettings:
     """Where the service keeps its state and the limits it enforces."""
 
-    db: str = "shoal-service.db"  # the service database: tokens and jobs
+    db: str = "shoal-service.db"  # the service database: a path or postgresql://...
+    schema: str = "shoal-service"  # the service's tables' schema when db is PostgreSQL
+    jobs_root: str | None = None  # where each job's URL file (and SQLite state) lives
     allow_net: tuple[str, ...] = ()  # networks the private-network guard lets through
     max_running: int = 8  # jobs running at once; more wait in the queue
     max_jobs_per_token: int = 4  # queued or running jobs one token may have
@@ -34,14 +36,26 @@ class ServiceSettings:
                             ("--max-body", self.max_body), ("--max-upload", self.max_upload)):
             if value < 1:
                 raise ConfigError(f"{flag} must be >= 1, got {value}")
-        if self.db.startswith(("postgresql://", "postgres://")):
-            raise ConfigError("--db: the service keeps its jobs in SQLite; give a file path")
+        if self.postgres:
+            return
         if self.db.startswith("sqlite:///"):
             object.__setattr__(self, "db", self.db[len("sqlite:///"):])
         if "://" in self.db:
-            raise ConfigError(f"--db {self.db!r}: give a file path (or sqlite:///path)")
+            raise ConfigError(f"--db {self.db!r}: give a file path, sqlite:///path or "
+                              "postgresql://...")
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the service's tables and its jobs' states live in PostgreSQL."""
+        return self.db.startswith(("postgresql://", "postgres://"))
 
     @property
     def jobs_dir(self) -> str:
-        """Each job's URL file and state database live in a directory under this one."""
+        """Each job's URL file (and, on SQLite, its state database) lives in a directory
+        under this one: ``--jobs-dir``, else ``DB.jobs`` beside a SQLite service database,
+        else ``shoal-service.jobs`` in the current directory."""
+        if self.jobs_root is not None:
+            return os.path.abspath(self.jobs_root)
+        if self.postgres:
+            return os.path.abspath("shoal-service.jobs")
         return os.path.abspath(self.db) + ".jobs"

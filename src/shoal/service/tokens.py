@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Protocol
 
 from shoal.errors import StoreError
 from shoal.store.sqlite import migrate
@@ -78,6 +79,37 @@ class TokenInfo:
     @property
     def active(self) -> bool:
         return self.revoked is None
+
+
+class Tokens(Protocol):
+    """The tokens table, in SQLite (``TokenStore``) or PostgreSQL (``PgTokenStore``)."""
+
+    path: str
+
+    def close(self) -> None: ...
+    def __enter__(self) -> Tokens: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]: ...
+    def verify(self, token: str) -> TokenInfo | None: ...
+    def revoke(self, id_or_token: str) -> bool: ...
+    def list(self) -> builtins.list[TokenInfo]: ...
+    def count_active(self) -> int: ...
+
+
+def open_tokens(db: str, *, create: bool = True, schema: str = "shoal-service") -> Tokens:
+    """The tokens of the service database ``db``: a path, sqlite:///path or postgresql://...
+
+    Raises:
+        StoreError: as ``TokenStore`` or ``PgTokenStore``.
+    """
+    if db.startswith(("postgresql://", "postgres://")):
+        from shoal.service.pgservice import PgTokenStore
+
+        return PgTokenStore(db, create=create, schema=schema)
+    if db.startswith("sqlite:///"):
+        db = db[len("sqlite:///"):]
+    return TokenStore(db, create=create)
 
 
 def _hash(token: str) -> bytes:

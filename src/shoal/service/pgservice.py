@@ -1,0 +1,447 @@
+"""The service's own tables (tokens, jobs) and its jobs' records in PostgreSQL.
+
+``shoal serve --db postgresql://...`` keeps its tokens and jobs in the schema
+``shoal-service`` (a name no ``shoal fetch/crawl --job`` schema, ``shoal_<name>``, can take)
+and each job's state in the schema of a ``PostgresStore`` named ``svc_<id>``. The semantics
+are those of the SQLite versions (``tokens.TokenStore``, ``jobdb.JobDB``,
+``records.SqliteRecords``): the same rows, the same order, the same filters.
+
+``PgTokenStore`` is synchronous like ``TokenStore`` (the CLI and ``asyncio.to_thread``
+callers use it): its asyncpg pool lives on an event loop of its own, on its own thread.
+``PgJobDB`` and ``PgRecords`` run on the service's loop, over one shared pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import hmac
+import secrets
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+
+from shoal.errors import StoreError
+from shoal.service.jobdb import JobRow, JobState
+from shoal.service.records import SCAN, RecordFilter
+from shoal.service.tokens import _ID, _TOKEN, PREFIX, TokenInfo, _hash, _info, _now
+from shoal.store.postgres import display_dsn
+
+T = TypeVar("T")
+
+SCHEMA = "shoal-service"  # the service's tables; jobs are in "shoal_svc_<id>"
+POOL_SIZE = 4  # connections of the service's own pool (jobs, records, exports)
+JOB_POOL_SIZE = 3  # connections of each running job's store
+TIMEOUT = 30.0  # seconds one call on the service tables may take
+# InternalClientError: a connection the server ended while it sat idle in the pool
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+              asyncpg.InternalClientError, asyncio.TimeoutError)
+
+# Versioned migrations of the service schema ({s}: its quoted name), as tokens.MIGRATIONS.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE {s}.tokens (
+        seq       bigserial,               -- listing order
+        id        text PRIMARY KEY,        -- short public identifier (8 hex digits)
+        name      text,
+        hash      bytea NOT NULL UNIQUE,   -- sha256 of the token, never the token
+        read_only boolean NOT NULL,
+        created   text NOT NULL,           -- ISO 8601, UTC
+        revoked   text                     -- when revoked, else NULL
+    );
+    CREATE TABLE {s}.jobs (
+        seq      bigserial PRIMARY KEY,    -- listing order
+        id       text NOT NULL UNIQUE,
+        kind     text NOT NULL,            -- fetch | crawl
+        spec     text NOT NULL,            -- JSON: seeds and options (URLs live in a file)
+        state    text NOT NULL,            -- queued running paused completed cancelled failed
+        token    text NOT NULL,            -- id of the token that created it ('' when open)
+        urls     bigint NOT NULL,          -- input URLs (fetch) or seeds (crawl)
+        created  text NOT NULL,
+        started  text,
+        finished text,
+        error    text,
+        summary  text                      -- JSON: counts when the last run ended
+    );
+    CREATE INDEX jobs_state ON {s}.jobs (state);
+    """,
+)
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def job_schema(job_id: str) -> str:
+    """The schema of a job's state (``PostgresStore(name=job_store_name(id))``)."""
+    return f"shoal_{job_store_name(job_id)}"
+
+
+def job_store_name(job_id: str) -> str:
+    return f"svc_{job_id}"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lock_key(schema: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"shoal:{schema}".encode()).digest()[:8], "big",
+                          signed=True)
+
+
+async def migrate(conn: Any, schema: str, *, create: bool, shown: str) -> None:
+    """Create or migrate the service schema in one transaction (two services starting at
+    once: the second waits for the first)."""
+    s = _quote(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(schema))
+        exists = await conn.fetchval(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1", schema)
+        if not exists and not create:
+            raise StoreError(f"no service database at {shown}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+                           "version int PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())")
+        version: int = await conn.fetchval(
+            f"SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{shown} was written by a newer shoal "
+                             f"(schema {version}, this one knows {len(MIGRATIONS)})")
+        for v in range(version, len(MIGRATIONS)):
+            await conn.execute(MIGRATIONS[v].replace("{s}", s))
+            await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", v + 1)
+
+
+# -- tokens ---------------------------------------------------------------------------------
+class PgTokenStore:
+    """``TokenStore`` with its table in PostgreSQL; safe to share between threads.
+
+    Raises:
+        StoreError: the database cannot be reached or used, is from a newer shoal, or
+            (with ``create=False``) holds no service schema.
+    """
+
+    def __init__(self, dsn: str, *, create: bool = True, schema: str = SCHEMA) -> None:
+        self.path = display_dsn(dsn, schema)
+        self._s = _quote(schema)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="shoal-pg-tokens")
+        self._thread.start()
+        self._pool: Any = None
+        try:
+            self._pool = self._run(self._open(dsn, schema, create))
+        except BaseException:
+            self._stop()
+            raise
+
+    async def _open(self, dsn: str, schema: str, create: bool) -> Any:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot connect to service database {self.path}: {exc}"
+                             ) from exc
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, schema, create=create, shown=self.path)
+        except _DB_ERRORS as exc:
+            await pool.close()
+            raise StoreError(f"cannot use service database {self.path}: {exc}") from exc
+        except BaseException:
+            await pool.close()
+            raise
+        return pool
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        async def bounded() -> T:
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    return await coro
+            except _DB_ERRORS as exc:
+                raise StoreError(f"service database {self.path}: {exc}") from exc
+
+        return asyncio.run_coroutine_threadsafe(bounded(), self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                self._run(pool.close())
+            finally:
+                self._stop()
+
+    def __enter__(self) -> PgTokenStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _sql(self, text: str) -> str:
+        return text.replace("{s}", self._s)
+
+    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]:
+        """A new token and its info; the token itself is returned here and never again."""
+        token = PREFIX + secrets.token_urlsafe(32)
+        created = _now()
+        while True:  # an id collision just draws another
+            info = TokenInfo(id=secrets.token_hex(4), name=name, read_only=read_only,
+                             created=created)
+            inserted = self._run(self._pool.fetchval(self._sql(
+                "INSERT INTO {s}.tokens (id, name, hash, read_only, created) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING 1"),
+                info.id, name, _hash(token), read_only, created))
+            if inserted:
+                return token, info
+
+    def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is known and not revoked; None otherwise."""
+        if not isinstance(token, str) or not _TOKEN.match(token):
+            return None
+        digest = _hash(token)
+        row = self._run(self._pool.fetchrow(self._sql(
+            "SELECT id, name, read_only, created, revoked, hash FROM {s}.tokens "
+            "WHERE hash = $1"), digest))
+        if row is None or not hmac.compare_digest(bytes(row[5]), digest) or row[4] is not None:
+            return None
+        return _info(tuple(row[:5]))
+
+    def revoke(self, id_or_token: str) -> bool:
+        """Revoke a token by its id or by the token itself; False if there is none such."""
+        key: str | bytes
+        if _TOKEN.match(id_or_token):
+            where, key = "hash = $1", _hash(id_or_token)
+        elif _ID.match(id_or_token.lower()):
+            where, key = "id = $1", id_or_token.lower()
+        else:
+            return False
+
+        async def revoke() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql(
+                    f"UPDATE {{s}}.tokens SET revoked = $2 WHERE {where} AND revoked IS NULL"),
+                    key, _now())
+                return await conn.fetchval(self._sql(
+                    f"SELECT 1 FROM {{s}}.tokens WHERE {where}"), key) is not None
+
+        return self._run(revoke())
+
+    def list(self) -> builtins.list[TokenInfo]:
+        """Every token, oldest first (revoked ones too)."""
+        rows = self._run(self._pool.fetch(self._sql(
+            "SELECT id, name, read_only, created, revoked FROM {s}.tokens "
+            "ORDER BY created, seq")))
+        return [_info(tuple(r)) for r in rows]
+
+    def count_active(self) -> int:
+        n = self._run(self._pool.fetchval(self._sql(
+            "SELECT count(*) FROM {s}.tokens WHERE revoked IS NULL")))
+        return int(n)
+
+
+# -- jobs -----------------------------------------------------------------------------------
+_COLUMNS = "seq, id, kind, spec, state, token, urls, created, started, finished, error, summary"
+
+
+def _row(r: Any) -> JobRow:
+    return JobRow(seq=r[0], id=r[1], kind=r[2], spec=orjson.loads(r[3]), state=JobState(r[4]),
+                  token=r[5], urls=r[6], created=r[7], started=r[8], finished=r[9],
+                  error=r[10], summary=None if r[11] is None else orjson.loads(r[11]))
+
+
+class PgJobDB:
+    """``JobDB`` with its table in PostgreSQL, on the service's event loop.
+
+    The schema is made by ``PgTokenStore`` (as ``TokenStore`` makes the SQLite one).
+    """
+
+    def __init__(self, dsn: str, *, schema: str = SCHEMA) -> None:
+        self.path = display_dsn(dsn, schema)
+        self._dsn = dsn
+        self._s = _quote(schema)
+        self._pool: Any = None
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            raise StoreError("service database is not open")
+        return self._pool
+
+    def _sql(self, text: str) -> str:
+        return text.replace("{s}", self._s)
+
+    async def _q(self, method: str, sql: str, *args: Any) -> Any:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                return await getattr(self.pool, method)(self._sql(sql), *args)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"service database {self.path}: {exc}") from exc
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=POOL_SIZE)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot connect to service database {self.path}: {exc}"
+                             ) from exc
+        try:
+            await self._q("fetchval", "SELECT 1 FROM {s}.jobs LIMIT 1")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def insert(self, row: JobRow) -> JobRow:
+        row.seq = await self._q(
+            "fetchval",
+            "INSERT INTO {s}.jobs (id, kind, spec, state, token, urls, created) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+            row.id, row.kind, orjson.dumps(row.spec).decode(), str(row.state), row.token,
+            row.urls, row.created)
+        return row
+
+    async def get(self, job_id: str) -> JobRow | None:
+        r = await self._q("fetchrow", f"SELECT {_COLUMNS} FROM {{s}}.jobs WHERE id = $1",
+                          job_id)
+        return None if r is None else _row(r)
+
+    async def page(self, before: int | None, limit: int) -> list[JobRow]:
+        """Newest first: ``limit`` jobs created before the job numbered ``before``."""
+        rows = await self._q(
+            "fetch", f"SELECT {_COLUMNS} FROM {{s}}.jobs WHERE seq < $1 ORDER BY seq DESC "
+                     "LIMIT $2", before if before is not None else 1 << 62, limit)
+        return [_row(r) for r in rows]
+
+    async def in_states(self, states: frozenset[JobState]) -> list[JobRow]:
+        rows = await self._q(
+            "fetch", f"SELECT {_COLUMNS} FROM {{s}}.jobs WHERE state = ANY($1::text[]) "
+                     "ORDER BY seq", [str(s) for s in states])
+        return [_row(r) for r in rows]
+
+    async def count_active(self, token: str) -> int:
+        """Jobs of this token that are queued or running."""
+        n = await self._q("fetchval", "SELECT count(*) FROM {s}.jobs WHERE token = $1 "
+                          "AND state IN ($2, $3)", token, str(JobState.QUEUED),
+                          str(JobState.RUNNING))
+        return int(n)
+
+    async def update(self, job_id: str, *, when: JobState | None = None, **values: Any
+                     ) -> bool:
+        """Set columns of a job (``summary`` given as a dict); with ``when``, only if the
+        job is in that state. True if the row was changed."""
+        if "summary" in values and values["summary"] is not None:
+            values["summary"] = orjson.dumps(values["summary"]).decode()
+        if "state" in values:
+            values["state"] = str(values["state"])
+        sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, 2))
+        args: list[Any] = [job_id, *values.values()]
+        cond = ""
+        if when is not None:
+            args.append(str(when))
+            cond = f" AND state = ${len(args)}"
+        status = await self._q("execute", f"UPDATE {{s}}.jobs SET {sets} WHERE id = $1{cond}",
+                               *args)
+        return bool(status == "UPDATE 1")
+
+    async def claim(self, job_id: str, started: str) -> bool:
+        """Mark a queued (or interrupted running) job as running; False if it is neither
+        any more (paused, cancelled or deleted meanwhile). One statement: atomic."""
+        status = await self._q(
+            "execute", "UPDATE {s}.jobs SET state = $2, started = coalesce(started, $3) "
+            "WHERE id = $1 AND state IN ($4, $5)", job_id, str(JobState.RUNNING), started,
+            str(JobState.QUEUED), str(JobState.RUNNING))
+        return bool(status == "UPDATE 1")
+
+    async def delete(self, job_id: str) -> None:
+        """Delete the job's row and drop its state's schema."""
+        await self._q("execute", "DELETE FROM {s}.jobs WHERE id = $1", job_id)
+        await self._q("execute", f"DROP SCHEMA IF EXISTS {_quote(job_schema(job_id))} CASCADE")
+
+    def records(self, job_id: str) -> PgRecords:
+        return PgRecords(self, job_schema(job_id))
+
+
+# -- records --------------------------------------------------------------------------------
+_J = "convert_from(record, 'UTF8')::json"  # json, not jsonb: it accepts \u0000 in strings
+
+
+class PgRecords:
+    """A job's records in its PostgreSQL schema, read over the service's pool."""
+
+    def __init__(self, db: PgJobDB, schema: str) -> None:
+        self._db = db
+        self._s = _quote(schema)
+        self.name = display_dsn(db._dsn, schema)
+        self._schema = schema
+
+    async def _q(self, method: str, sql: str, *args: Any) -> Any:
+        # a job not started yet has no schema: nothing to read
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                return await getattr(self._db.pool, method)(sql.replace("{s}", self._s),
+                                                            *args)
+        except asyncpg.UndefinedTableError:
+            return None
+        except _DB_ERRORS as exc:
+            raise StoreError(f"state database {self.name}: {exc}") from exc
+
+    async def records_after(self, seq: int, limit: int = 2000) -> list[tuple[int, bytes]]:
+        rows = await self._q("fetch", "SELECT seq, record FROM {s}.urls WHERE seq > $1 "
+                             "ORDER BY seq LIMIT $2", seq, limit)
+        return [(r[0], r[1]) for r in rows or ()]
+
+    async def last_seq(self) -> int:
+        return int(await self._q("fetchval", "SELECT max(seq) FROM {s}.urls") or 0)
+
+    async def page(self, cursor: int, limit: int, filt: RecordFilter
+                   ) -> tuple[list[bytes], int, bool]:
+        """As ``records.records_page``: the same window, filters and cursor."""
+        where: list[str] = []
+        args: list[Any] = [cursor, 0, limit]
+        if filt.status_class == "none":
+            where.append(f"{_J}->>'status' IS NULL")
+        elif filt.status_class is not None:
+            low = int(filt.status_class[0]) * 100
+            args += [low]
+            where.append(f"({_J}->>'status')::numeric BETWEEN ${len(args)} "
+                         f"AND ${len(args)} + 99")
+        if filt.error_kind == "none":
+            where.append(f"{_J}->>'error' IS NULL")
+        elif filt.error_kind is not None:
+            args.append(filt.error_kind)
+            where.append(f"{_J}->'error'->>'kind' = ${len(args)}")
+        if filt.host is not None:
+            args.append(filt.host)
+            where.append(f"host = ${len(args)}")
+        last = await self._q("fetchval", "SELECT max(seq) FROM {s}.urls WHERE seq IS NOT NULL")
+        last = last or 0
+        window = min(last, cursor + SCAN)
+        args[1] = window
+        cond = "".join(f" AND {w}" for w in where)
+        rows = await self._q("fetch", "SELECT seq, record FROM {s}.urls WHERE seq > $1 "
+                             f"AND seq <= $2{cond} ORDER BY seq LIMIT $3", *args) or []
+        next_cursor = rows[-1][0] if len(rows) == limit else window
+        return [bytes(r[1]).rstrip(b"\n") for r in rows], next_cursor, next_cursor < last
+
+    async def base_counts(self) -> list[tuple[str, int | None, str | None, int, int]]:
+        """(host, status, error kind, bytes, records) of the records so far, grouped."""
+        rows = await self._q(
+            "fetch",
+            f"SELECT host, ({_J}->>'status')::int, {_J}->'error'->>'kind', "
+            f"sum(({_J}->>'bytes')::bigint), count(*) FROM {{s}}.urls "
+            "WHERE state = 2 AND kind = 0 AND seq IS NOT NULL GROUP BY 1, 2, 3")
+        return [(r[0], r[1], r[2], int(r[3] or 0), int(r[4])) for r in rows or ()]
