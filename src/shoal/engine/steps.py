@@ -242,39 +242,14 @@ class Steps:
         return record
 
     def _followed(self, job: Job, links: list[str]) -> list[NewUrl]:
-        """The links a handler asked to follow that a crawl takes (depth, scope, once)."""
+        """Of ``links`` (absolute, normalised), those a crawl takes: within --max-depth and
+        scope, each once (a bounded filter in front of the database's own check)."""
         assert self.crawl is not None and self._scope is not None
         depth = job.depth + 1
         if self.crawl.max_depth is not None and depth > self.crawl.max_depth:
             return []
         seen, scope, found = self._seen, self._scope, []
         for link in dict.fromkeys(links):
-            known = seen.get(link)
-            if known is not None and known <= depth:
-                continue
-            if len(seen) >= SEEN_FILTER:
-                seen.clear()
-            seen[link] = depth
-            if not scope.allows(link):
-                self.out_of_scope += 1
-                continue
-            found.append(NewUrl(link, urls.host_key(link), depth, job.url))
-        return found
-
-    def _follow(self, job: Job, page: ParsedPage) -> list[NewUrl]:
-        """The links of a page a crawl should add to its frontier."""
-        assert self.crawl is not None and self._scope is not None
-        depth = job.depth + 1
-        if page.nofollow or (self.crawl.max_depth is not None and depth > self.crawl.max_depth):
-            return []
-        base = job.current
-        if page.base_href:
-            base = urls.join(base, page.base_href) or base
-        seen, scope, found = self._seen, self._scope, []
-        for href in page.hrefs:
-            link = urls.join(base, href)
-            if link is None:
-                continue
             known = seen.get(link)
             if known is not None and known <= depth:
                 continue  # found before at this depth or less
@@ -286,6 +261,19 @@ class Steps:
                 continue
             found.append(NewUrl(link, urls.host_key(link), depth, job.url))
         return found
+
+    def _follow(self, job: Job, page: ParsedPage) -> list[NewUrl]:
+        """The links of a page a crawl should add to its frontier."""
+        assert self.crawl is not None
+        max_depth = self.crawl.max_depth
+        if page.nofollow or (max_depth is not None and job.depth + 1 > max_depth):
+            return []  # before joining its links: nothing of this page is followed
+        base = job.current
+        if page.base_href:
+            base = urls.join(base, page.base_href) or base
+        join = urls.join
+        return self._followed(job, [link for href in page.hrefs
+                                    if (link := join(base, href)) is not None])
 
     def _job_record(self, job: Job, **fields: Any) -> Record:
         """A record of what ``job`` went through, with the outcome in ``fields``."""
