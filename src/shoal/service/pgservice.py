@@ -30,7 +30,7 @@ from shoal.errors import StoreError
 from shoal.service.jobdb import JobRow, JobState
 from shoal.service.records import SCAN, RecordFilter
 from shoal.service.tokens import _ID, _TOKEN, PREFIX, TokenInfo, _hash, _info, _now
-from shoal.store.postgres import display_dsn
+from shoal.store.postgres import display_dsn, migrate_schema
 
 T = TypeVar("T")
 
@@ -105,17 +105,7 @@ async def migrate(conn: Any, schema: str, *, create: bool, shown: str) -> None:
             "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1", schema)
         if not exists and not create:
             raise StoreError(f"no service database at {shown}")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
-                           "version int PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())")
-        version: int = await conn.fetchval(
-            f"SELECT coalesce(max(version), 0) FROM {s}.schema_version")
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{shown} was written by a newer shoal "
-                             f"(schema {version}, this one knows {len(MIGRATIONS)})")
-        for v in range(version, len(MIGRATIONS)):
-            await conn.execute(MIGRATIONS[v].replace("{s}", s))
-            await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", v + 1)
+        await migrate_schema(conn, s, MIGRATIONS, shown)
 
 
 # -- tokens ---------------------------------------------------------------------------------

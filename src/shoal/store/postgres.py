@@ -174,6 +174,27 @@ _HOST_DEPTH = (f"SELECT {_COLUMNS} FROM {{s}}.urls WHERE state = 0 AND host = $1
                "AND depth <= $4 ORDER BY id LIMIT $3")
 
 
+async def migrate_schema(conn: Any, s: str, migrations: Sequence[str], shown: str) -> None:
+    """Create the schema ``s`` (quoted) if need be and bring it to the latest of
+    ``migrations`` (index i: version i to i + 1; ``{s}`` in them is the schema), its
+    version kept in ``s.schema_version``. Call it in a transaction that holds the
+    schema's advisory lock.
+
+    Raises:
+        StoreError: the schema was written by a newer shoal.
+    """
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+                       "version int PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())")
+    version: int = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+    if version > len(migrations):
+        raise StoreError(f"{shown} was written by a newer shoal "
+                         f"(schema {version}, this one knows {len(migrations)})")
+    for v in range(version, len(migrations)):
+        await conn.execute(migrations[v].replace("{s}", s))
+        await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", v + 1)
+
+
 class PostgresStore(LeaseMixin):
     """State of one run in one schema of a PostgreSQL database."""
 
@@ -276,17 +297,7 @@ class PostgresStore(LeaseMixin):
         await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
         if fresh:
             await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-        await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
-                           "version int PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())")
-        version: int = await conn.fetchval(
-            f"SELECT coalesce(max(version), 0) FROM {s}.schema_version")
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer shoal "
-                             f"(schema {version}, this one knows {len(MIGRATIONS)})")
-        for v in range(version, len(MIGRATIONS)):
-            await conn.execute(self._sql(MIGRATIONS[v]))
-            await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", v + 1)
+        await migrate_schema(conn, s, MIGRATIONS, self.path)
 
     async def close(self) -> None:
         """Close the pool (waiting for connections in use), then the store's thread."""
