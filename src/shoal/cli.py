@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -457,22 +458,12 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
 
     engine = Engine(config, store, output, crawl=crawl, seeds=seeds, progress=progress,
                     shared=shared, router=router, warc=warc, previous=previous)
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    signals = 0
+    def stop(name: str) -> None:
+        click.echo(f"\nshoal: {name}: finishing requests in flight and saving state (again "
+                   "to stop at once)", err=True)
+        engine.request_stop()
 
-    def on_signal(signum: int) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
-            click.echo(f"\nshoal: {signal.Signals(signum).name}: finishing requests in "
-                       "flight and saving state (again to stop at once)", err=True)
-            engine.request_stop()
-        elif main_task is not None:
-            main_task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
+    remove_signals = _stop_on_signals(stop)
     try:
         try:
             await store.open(fresh=bool(kw.get("fresh")))
@@ -488,8 +479,7 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
         except ShoalError as exc:
             _fail(str(exc))
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            remove_signals()
             defer_signals()  # what asyncio put back would cut the closing with a traceback
             await store.close()
     finally:
@@ -634,22 +624,12 @@ def worker(db: str, concurrency: int, name: str | None, lease: float | None,
     async def main() -> int:
         w = Worker(db, concurrency=concurrency, name=name, lease=lease, turn=host_turn,
                    pool_size=pool_size, exit_when_done=exit_when_done, log=log)
-        loop = asyncio.get_running_loop()
-        main_task = asyncio.current_task()
-        signals = 0
+        def stop(name: str) -> None:
+            log(f"{name}: finishing requests in flight and returning the rest (again to "
+                "stop at once)")
+            w.request_stop()
 
-        def on_signal(signum: int) -> None:
-            nonlocal signals
-            signals += 1
-            if signals == 1:
-                log(f"{signal.Signals(signum).name}: finishing requests in flight and "
-                    "returning the rest (again to stop at once)")
-                w.request_stop()
-            elif main_task is not None:
-                main_task.cancel()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
+        remove_signals = _stop_on_signals(stop)
         log(f"{w.owner} working on {_display(db)}")
         try:
             stopped = await w.run()
@@ -659,8 +639,7 @@ def worker(db: str, concurrency: int, name: str | None, lease: float | None,
             log("stopped at once; its leases run out and others take its URLs over")
             return EXIT_INTERRUPTED
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            remove_signals()
         log(f"{'stopped' if stopped else 'nothing left to do'}; {w.records} records "
             "fetched here")
         return EXIT_INTERRUPTED if stopped else EXIT_OK
@@ -668,6 +647,32 @@ def worker(db: str, concurrency: int, name: str | None, lease: float | None,
     tune_malloc()
     tune_gc()
     sys.exit(run(main))
+
+
+def _stop_on_signals(stop: Callable[[str], None]) -> Callable[[], None]:
+    """SIGINT and SIGTERM on the running loop: the first calls ``stop`` with the signal's
+    name (a graceful stop), a second cancels the current task (stop at once). Returns the
+    function that takes the handlers away again."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            stop(signal.Signals(signum).name)
+        elif main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    def remove() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    return remove
 
 
 def _check_shared_flags(lease: float | None, host_turn: float) -> None:
