@@ -264,11 +264,7 @@ def _export_state(state: str | None, db: str | None, job: str | None) -> str:
     """The one state ``shoal export`` reads: STATE or --db, with --job after '#'."""
     if state and db:
         _fail("give STATE or --db, not both (they name the same thing)")
-    if db and db.startswith("sqlite:///"):
-        db = db[len("sqlite:///"):] or _fail("--db sqlite:/// needs a path")
-    elif db and "://" in db and not db.startswith(("postgresql://", "postgres://")):
-        _fail(f"--db {db!r}: use a path, sqlite:///path or postgresql://...")
-    state = state or db or _fail("name the state to export: STATE or --db")
+    state = state or _db_value(db) or _fail("name the state to export: STATE or --db")
     is_pg = state.startswith(("postgresql://", "postgres://"))
     if job is not None:
         if not is_pg:
@@ -322,16 +318,21 @@ def _fail(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def _db_value(db: str | None) -> str | None:
+    """A --db value as a path or a postgresql:// URL (``sqlite:///path`` -> path)."""
+    if db and db.startswith("sqlite:///"):
+        return db[len("sqlite:///"):] or _fail("--db sqlite:/// needs a path")
+    if db and "://" in db and not db.startswith(("postgresql://", "postgres://")):
+        _fail(f"--db {db!r}: use a path, sqlite:///path or postgresql://...")
+    return db
+
+
 def _paths(kw: dict[str, Any]) -> tuple[str | None, str | None]:
     """(output path or None for stdout, state path or database URL or None)."""
     db, state = kw.get("db"), kw.get("state")
     if db and state:
         _fail("give --db or --state, not both (they name the same thing)")
-    if db and db.startswith("sqlite:///"):
-        db = db[len("sqlite:///"):] or _fail("--db sqlite:/// needs a path")
-    elif db and "://" in db and not db.startswith(("postgresql://", "postgres://")):
-        _fail(f"--db {db!r}: use a path, sqlite:///path or postgresql://...")
-    state = db or state
+    state = _db_value(db) or state
     output = kw.get("output")
     if output in (None, "-"):
         return None, state

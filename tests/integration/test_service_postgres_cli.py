@@ -17,9 +17,8 @@ import pytest
 
 from shoal.service.pgservice import SCHEMA, job_schema
 from shoal.service.tokens import open_tokens
-from tests.conftest import run_shoal
+from tests.conftest import postgres_url, run_shoal
 from tests.servers import html_page, site
-from tests.service.conftest import postgres_url
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,7 +7,6 @@ the schemas of its jobs.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,15 +18,7 @@ import pytest
 
 from shoal.service.pgservice import job_schema
 from shoal.service.tokens import Tokens, open_tokens
-
-
-def postgres_url() -> str:
-    url = os.environ.get("SHOAL_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("SHOAL_TEST_POSTGRES_URL must be set under CI")
-        pytest.skip("SHOAL_TEST_POSTGRES_URL is not set")
-    return url
+from tests.conftest import postgres_url
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ async def test_a_slow_host_does_not_starve_another_job(tmp_path: Path) -> None:
 async def test_a_lost_database_connection_is_a_503_not_a_crash(tmp_path: Path) -> None:
     import asyncpg
 
-    from tests.service.conftest import postgres_url
+    from tests.conftest import postgres_url
 
     url = postgres_url()
     backend = Backend("postgres", tmp_path, url, "shoal-service-t" + uuid.uuid4().hex[:10])
