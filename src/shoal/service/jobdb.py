@@ -58,6 +58,17 @@ def _row(r: tuple[Any, ...]) -> JobRow:
                   error=r[10], summary=None if r[11] is None else orjson.loads(r[11]))
 
 
+def stored_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """Job columns as both databases store them: ``summary`` as JSON text, ``state`` as
+    its name."""
+    out = dict(values)
+    if out.get("summary") is not None:
+        out["summary"] = orjson.dumps(out["summary"]).decode()
+    if "state" in out:
+        out["state"] = str(out["state"])
+    return out
+
+
 class JobDB:
     """Reads and writes of the jobs table, each run in order on the table's own thread.
 
@@ -145,10 +156,7 @@ class JobDB:
                      ) -> bool:
         """Set columns of a job (``summary`` given as a dict); with ``when``, only if the
         job is in that state. True if the row was changed."""
-        if "summary" in values and values["summary"] is not None:
-            values["summary"] = orjson.dumps(values["summary"]).decode()
-        if "state" in values:
-            values["state"] = str(values["state"])
+        values = stored_columns(values)
         sets = ", ".join(f"{name} = ?" for name in values)
         cond, args = ("", ()) if when is None else (" AND state = ?", (str(when),))
         cur = await self._call(lambda: self.db.execute(

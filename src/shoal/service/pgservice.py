@@ -27,7 +27,7 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from shoal.errors import StoreError
-from shoal.service.jobdb import JobRow, JobState
+from shoal.service.jobdb import JobRow, JobState, stored_columns
 from shoal.service.records import SCAN, RecordFilter
 from shoal.service.tokens import _ID, _TOKEN, PREFIX, TokenInfo, _hash, _info, _now
 from shoal.store.postgres import display_dsn, migrate_schema
@@ -333,10 +333,7 @@ class PgJobDB:
                      ) -> bool:
         """Set columns of a job (``summary`` given as a dict); with ``when``, only if the
         job is in that state. True if the row was changed."""
-        if "summary" in values and values["summary"] is not None:
-            values["summary"] = orjson.dumps(values["summary"]).decode()
-        if "state" in values:
-            values["state"] = str(values["state"])
+        values = stored_columns(values)
         sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, 2))
         args: list[Any] = [job_id, *values.values()]
         cond = ""
