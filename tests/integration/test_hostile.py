@@ -483,6 +483,24 @@ async def test_a_page_that_is_pathological_to_parse_does_not_stall_the_run(
         assert r.title in (None, "bomb")  # given up, or parsed in time: never a hang
 
 
+async def test_pages_are_parsed_off_the_loop() -> None:
+    """Pages small enough for the page thread still may take the parser half a second;
+    the loop goes on meanwhile (it measured that long a stall when it parsed them)."""
+    from shoal.engine import offload
+
+    bomb = nesting_bomb(11_000)  # 121 KB: about 0.45 s of lexbor
+    assert len(bomb) <= offload.PARSE_INLINE
+    routes = {f"/bomb{i}": S.reply(200, bomb, content_type="text/html") for i in range(3)}
+    routes["/fine"] = S.html_page("fine", ["/a"])
+    async with S.site(routes) as srv, shoal.Crawler(config(timeout=30)) as crawler:
+        records = by_url([r async for r in crawler.fetch([srv.url(p) for p in routes])])
+        result = crawler.last_result
+    assert result is not None
+    assert result.stats.loop_lag_max < 0.2, result.stats.loop_lag_max
+    assert all(records[srv.url(f"/bomb{i}")].title == "bomb" for i in range(3))
+    assert records[srv.url("/fine")].links == 1
+
+
 # --------------------------------------------------------------------------- 6. robots.txt
 
 

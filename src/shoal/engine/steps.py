@@ -195,18 +195,20 @@ class Steps:
             return self._unchanged(job, resp, prior)
         mime, charset = split_content_type(resp.content_type)
         body = resp.body
-        record = self._job_record(job, status=resp.status, content_type=mime, bytes=len(body),
-                                  sha256=await self._offload.sha256(body))
-        if self._previous is not None:  # no validators, or the page changed: by content
-            record.changed = prior is None or record.sha256 != prior.sha256
+        html = bool(body) and looks_like_html(mime, body)
         route = None
         if self._router is not None and 200 <= resp.status < 300:
             route = self._router.match(job.current)
         crawl = self.crawl is not None
         # a page a route handles follows only what its handler says (unless follow_links)
         every_link = crawl and (route is None or route.follow_links)
-        if body and looks_like_html(mime, body):
-            page = await self._offload.parse(body, charset, want_links=every_link)
+        digest, page = await self._offload.page(body, charset, parse=html,
+                                                want_links=every_link)
+        record = self._job_record(job, status=resp.status, content_type=mime, bytes=len(body),
+                                  sha256=digest)
+        if self._previous is not None:  # no validators, or the page changed: by content
+            record.changed = prior is None or record.sha256 != prior.sha256
+        if page is not None:
             record.title, record.links = page.title, page.links
             if every_link:
                 job.found = self._follow(job, page)

@@ -8,6 +8,7 @@ bodies are sent to a worker (see engine.offload).
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -138,40 +139,73 @@ def _cjk(sample: bytes) -> str | None:
     return _known(best.encoding) if best is not None and best.chaos < 0.2 else None
 
 
+@functools.lru_cache(maxsize=64)
+def _reads_ascii(enc: str) -> bool:
+    """True when ASCII bytes mean the ASCII characters in ``enc`` (not UTF-16, EBCDIC)."""
+    try:
+        return _ASCII.decode(enc) == _ASCII_TEXT
+    except (LookupError, UnicodeDecodeError):
+        return False
+
+
+_ASCII = bytes(range(128))
+_ASCII_TEXT = _ASCII.decode("ascii")
+
+
+def _declared(body: bytes, http_charset: str | None) -> str | None:
+    """The encoding the headers or <meta charset> declare, if known."""
+    enc = _known(http_charset)
+    if enc is None:
+        m = _META_CHARSET.search(body, 0, 2048)
+        if m is not None:
+            enc = _known(m.group(1).decode("ascii", "replace"))
+    return enc
+
+
 def parse_html(body: bytes, http_charset: str | None, *, want_links: bool = False) -> ParsedPage:
     """Title and link count of an HTML body; the hrefs too when ``want_links``."""
-    text, enc = decode_html(body, http_charset)
-    tree = LexborHTMLParser(text)
+    enc = _declared(body, http_charset)
+    if enc == "utf-8" or (body.isascii() and _reads_ascii(enc := enc or "utf-8")):
+        # lexbor reads UTF-8 itself (invalid bytes become U+FFFD, as when decoding with
+        # errors="replace"), and ASCII means the same in any such encoding: no decoding to
+        # str and re-encoding to UTF-8, both with the GIL held
+        tree = LexborHTMLParser(body)
+    else:
+        text, enc = decode_html(body, http_charset)
+        tree = LexborHTMLParser(text)
+    # tags() walks the tree; the first CSS query on a tree costs lexbor about 35 us of
+    # selector set-up (measured on a 21 KB page: 5 us for both lookups against 65 us)
     page = ParsedPage(encoding=enc)
-    node = tree.css_first("title")
-    if node is not None:
-        title = _WS.sub(" ", node.text(deep=True)).strip()
-        page.title = title[:_MAX_TITLE]
-    anchors = tree.css("a[href]")
+    for node in tree.tags("title"):
+        page.title = _WS.sub(" ", node.text(deep=True)).strip()[:_MAX_TITLE]
+        break
+    anchors = [attrs for attrs in (a.attributes for a in tree.tags("a")) if "href" in attrs]
     page.links = len(anchors)
     if want_links:
         hrefs = []
-        for a in anchors:
-            attrs = a.attributes
-            href = attrs.get("href")
+        for attrs in anchors:
+            href = attrs["href"]
             if href and "nofollow" not in (attrs.get("rel") or "").lower():
                 hrefs.append(href)
-        for n in tree.css("area[href], link[href]"):
-            attrs = n.attributes
-            rel = (attrs.get("rel") or "").lower().split()
-            if n.tag == "link" and "next" not in rel and "prev" not in rel:
-                continue
-            if "nofollow" in rel:
-                continue
-            if (h := attrs.get("href")):
-                hrefs.append(h)
+        for tag in ("area", "link"):
+            for n in tree.tags(tag):
+                attrs = n.attributes
+                if not (h := attrs.get("href")):
+                    continue
+                rel = (attrs.get("rel") or "").lower().split()
+                if tag == "link" and "next" not in rel and "prev" not in rel:
+                    continue
+                if "nofollow" not in rel:
+                    hrefs.append(h)
         page.hrefs = hrefs
-        base = tree.css_first("base[href]")
-        if base is not None:
-            page.base_href = base.attributes.get("href")
-        for meta in tree.css("meta[name]"):
-            if (meta.attributes.get("name") or "").lower() == "robots":
-                content = (meta.attributes.get("content") or "").lower()
+        for base in tree.tags("base"):
+            if (h := base.attributes.get("href")) is not None:
+                page.base_href = h
+                break
+        for meta in tree.tags("meta"):
+            attrs = meta.attributes
+            if (attrs.get("name") or "").lower() == "robots":
+                content = (attrs.get("content") or "").lower()
                 directives = set(_DIRECTIVES.split(content))  # commas, or just spaces
                 if "nofollow" in directives or "none" in directives:
                     page.nofollow = True
