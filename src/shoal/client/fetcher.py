@@ -95,6 +95,7 @@ class Fetcher:
         # called with a request's ``token`` the moment its headers are written to the socket
         self.on_sent: Callable[[Any], None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._traced: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Fetcher:
         cfg = self._config
@@ -108,24 +109,29 @@ class Fetcher:
         connector = self._connector or (
             GuardedConnector(NetGuard(cfg.allow_net), **options) if cfg.block_private
             else aiohttp.TCPConnector(**options))
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout),
-            auto_decompress=False,  # we decode ourselves, under the size cap
-            response_class=_ClientResponse,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trace_configs=[self._trace_sends()],
-            headers={
+        common: dict[str, Any] = {
+            "timeout": aiohttp.ClientTimeout(total=None, sock_connect=cfg.timeout),
+            "auto_decompress": False,  # we decode ourselves, under the size cap
+            "response_class": _ClientResponse,
+            "cookie_jar": aiohttp.DummyCookieJar(),
+            "headers": {
                 "User-Agent": cfg.user_agent,
                 "Accept": "text/html,application/xhtml+xml,*/*;q=0.8",
                 "Accept-Encoding": "gzip, deflate, br",
             },
-            raise_for_status=False,
-        )
+            "raise_for_status": False,
+        }
+        # Two sessions over one connection pool: requests with a ``token`` go through the
+        # traced one, which tells ``on_sent`` when they leave; the rest skip aiohttp's
+        # trace signals (a dozen awaits a request).
+        self._session = aiohttp.ClientSession(connector=connector, **common)
+        self._traced = aiohttp.ClientSession(connector=connector, connector_owner=False,
+                                             trace_configs=[self._trace_sends()], **common)
         # aiohttp silently re-sends a GET once when the connection drops before the
         # headers; that second request would skip the host's delay and our attempt count.
-        if hasattr(self._session, "_retry_connection"):
-            self._session._retry_connection = False
+        for session in (self._session, self._traced):
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
         return self
 
     async def __aexit__(
@@ -148,6 +154,9 @@ class Fetcher:
         return trace
 
     async def close(self) -> None:
+        if self._traced is not None:
+            traced, self._traced = self._traced, None
+            await traced.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -167,8 +176,11 @@ class Fetcher:
         With ``truncate`` a body over the cap is cut (robots.txt); otherwise it raises
         ``FetchError(too_large)``. Every failure is a FetchError. With ``capture`` the
         response carries the exchange as received (for a WARC; the caller closes it).
+        With a ``token``, ``on_sent(token)`` is called when the request is written.
         """
         assert self._session is not None, "Fetcher used outside 'async with'"
+        session = self._traced if token is not None else self._session
+        assert session is not None
         limit = self._config.max_bytes if max_bytes is None else max_bytes
         timeout = self._config.timeout
         started = time.monotonic()
@@ -177,8 +189,8 @@ class Fetcher:
         try:
             async with asyncio.timeout(timeout):
                 # the URL is already normalised and percent-encoded: skip yarl's re-quoting
-                resp = await self._session.get(URL(url, encoded=True), allow_redirects=False,
-                                               headers=headers, trace_request_ctx=token)
+                resp = await session.get(URL(url, encoded=True), allow_redirects=False,
+                                         headers=headers, trace_request_ctx=token)
                 if capture:
                     cap = _capture(resp)
                 if resp.status in REDIRECT_STATUS and "Location" in resp.headers:

@@ -92,7 +92,10 @@ class Steps:
         started = time.monotonic()
         limit = max(self.config.max_bytes, MAX_SITEMAP_BYTES) if job.kind == SITEMAP else None
         try:
-            resp = await self.fetcher.get(job.current, max_bytes=limit, token=job,
+            # the moment it is sent matters only to a host with a delay (pacing)
+            paced = sched.delay_of(sched.hosts[job.slot]) > 0
+            resp = await self.fetcher.get(job.current, max_bytes=limit,
+                                          token=job if paced else None,
                                           headers=headers, capture=self._warc is not None)
         except FetchError as exc:
             job.elapsed += time.monotonic() - started
