@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -115,8 +114,8 @@ class Host:
 class Scheduler:
     """Hands jobs to workers while keeping concurrency, per-host and delay limits."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         self.config = config
         self.hosts: dict[str, Host] = {}
         self.max_hosts = MAX_HOSTS
@@ -124,7 +123,6 @@ class Scheduler:
         self._idle: OrderedDict[str, None] = OrderedDict()  # idle hosts, oldest first
         self._robots: OrderedDict[str, tuple[RobotsPolicy, float]] = OrderedDict()
         self._clock = clock
-        self._rng = rng or random.Random()
         self._ready: deque[Host] = deque()
         self._timers: list[tuple[float, int, Host]] = []
         self._tie = itertools.count()
@@ -244,13 +242,13 @@ class Scheduler:
         """A request to ``h`` started at ``now``: the next may start one delay later."""
         delay = self.delay_of(h)
         if delay:
-            # Jitter may only lengthen the gap. The margin absorbs how a server sees it:
-            # access logs keep milliseconds, and a busy server (or a loaded machine) takes
-            # a request off the socket a few ms early or late. It grows with the delay, where
-            # it costs the same share of throughput (2% + 2 ms; jitter adds 0 to 3%).
+            # The margin absorbs how a server sees it: access logs keep milliseconds, and a
+            # busy server (or a loaded machine) takes a request off the socket a few ms early
+            # or late. It grows with the delay, where it costs the same share of throughput
+            # (2 ms + 2 %). No random jitter: the gap is the delay, never less, and every
+            # millisecond more is throughput lost on every host.
             margin = PACE_MARGIN + PACE_MARGIN_SHARE * delay
-            h.next_start = max(h.next_start,
-                               now + delay * (1.0 + 0.03 * self._rng.random()) + margin)
+            h.next_start = max(h.next_start, now + delay + margin)
 
     def release(self, job: Job) -> None:
         """A worker is done with ``job``'s request (finished, re-queued or abandoned)."""
