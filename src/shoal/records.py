@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,9 +13,22 @@ from shoal.errors import ErrorKind, FetchError
 _Bytes = bytes  # the field named `bytes` shadows the type inside the class
 
 
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last second formatted
+
+
 def utc_now_iso() -> str:
-    """The current time as ISO 8601 UTC with millisecond precision, e.g. ``...T10:00:00.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current time as ISO 8601 UTC with millisecond precision, e.g. ``...T10:00:00.123Z``.
+
+    Every record takes one: the second is formatted once (a third of the cost of
+    ``datetime.now(UTC).isoformat()``), only the milliseconds each time.
+    """
+    global _second
+    now = time.time()
+    whole = int(now)
+    second = _second
+    if second[0] != whole:  # a tuple swapped in one assignment: safe across threads
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -46,3 +46,18 @@ def test_mark_is_never_torn_while_another_thread_writes(tmp_path: Path) -> None:
     out.close()
     assert torn == []
     assert out.mark() == {"out_seq": "60000", "out_bytes": str(60_000 * len(line))}
+
+
+def test_record_times_are_iso_utc_with_milliseconds() -> None:
+    import re
+    from datetime import UTC, datetime
+
+    from shoal.records import utc_now_iso
+
+    for _ in range(3):
+        before = datetime.now(UTC)
+        stamp = utc_now_iso()
+        after = datetime.now(UTC)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
