@@ -14,11 +14,13 @@ import math
 import resource
 import socket
 import time
+import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import brotli  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
@@ -327,6 +329,47 @@ async def test_max_bytes_caps_the_decoded_body(coding: str) -> None:
             assert r.bytes == 0 and r.sha256 is None and r.title is None, case
         assert r.attempts == 1, case  # too large is final, not retried
         assert srv.log.count() == 1, case
+
+
+def stacked(decoded: bytes, codings: Sequence[S.Coding], framing: Framing) -> S.RawServer:
+    """A raw server answering ``decoded`` with several codings applied in order."""
+    wire = decoded
+    for coding in codings:
+        wire = S.encode_body(wire, coding)
+    headers = [("Content-Type", "text/html"), ("Content-Encoding", ", ".join(codings))]
+    if framing == "cl":
+        headers.append(("Content-Length", str(len(wire))))
+    else:
+        headers.append(("Transfer-Encoding", "chunked"))
+        wire = b"".join(b"%x\r\n%s\r\n" % (len(wire[i:i + 999]), wire[i:i + 999])
+                        for i in range(0, len(wire), 999)) + b"0\r\n\r\n"
+    return S.scripted(S.http_head("HTTP/1.1 200 OK", headers) + wire, name="stacked")
+
+
+@pytest.mark.parametrize("framing", ["cl", "chunked"])
+@pytest.mark.parametrize("codings", [("gzip", "br"), ("br", "gzip"), ("deflate", "gzip")])
+async def test_stacked_content_codings_are_undone_in_reverse(
+        codings: tuple[S.Coding, ...], framing: Framing) -> None:
+    page = b"<title>stacked</title>" + b"<a href=/x>x</a>" * 2000
+    async with stacked(page, codings, framing) as srv:
+        r = await fetch_one(srv.url("/"))
+    assert r.status == 200 and r.error is None, r
+    assert r.bytes == len(page) and r.sha256 == sha(page)
+    assert r.title == "stacked" and r.links == 2000
+
+
+async def test_a_bomb_inside_another_coding_is_too_large_with_memory_flat() -> None:
+    zeros = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(zeros.compress(bytes(1 << 20)) for _ in range(200)) + zeros.flush()
+    wire = brotli.compress(bomb)  # 200 MB of zeros, gzipped, then brotli'd
+    headers = [("Content-Type", "text/html"), ("Content-Encoding", "gzip, br"),
+               ("Content-Length", str(len(wire)))]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    async with S.scripted(S.http_head("HTTP/1.1 200 OK", headers) + wire) as srv:
+        r = await fetch_one(srv.url("/"), max_bytes=CAP)
+    assert kind(r) == "too_large", r
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 50, grown_mb
 
 
 BOMBS = [

@@ -8,6 +8,7 @@ as its output would pass them.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Protocol
 
 import brotli  # type: ignore[import-untyped]
@@ -120,13 +121,55 @@ class Brotli:
         return b""
 
 
+class Chain:
+    """Several codings, listed in the order they were applied (``gzip, br``: gzip first):
+    undone last first. Every stage's output is held to the size cap, so a bomb nested
+    inside another coding is stopped at the stage where it explodes."""
+
+    def __init__(self, stages: list[Decoder]) -> None:
+        self._stages = stages  # outermost coding first
+        self._left: list[int] | None = None  # room left for each intermediate stage
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        left = self._rooms(room)
+        for i, stage in enumerate(self._stages[:-1]):
+            data = stage.feed(data, left[i])
+            left[i] -= len(data)
+        return self._stages[-1].feed(data, room)
+
+    def finish(self, room: int) -> bytes:
+        left = self._rooms(room)
+        out = b""
+        for i, stage in enumerate(self._stages):
+            last = i == len(self._stages) - 1
+            if out:  # what the stages before flushed
+                out = stage.feed(out, room if last else left[i])
+                if not last:
+                    left[i] -= len(out)
+            rest = stage.finish(room - len(out) if last else left[i])
+            if not last:
+                left[i] -= len(rest)
+            out += rest
+        return out
+
+    def _rooms(self, room: int) -> list[int]:
+        if self._left is None:  # the first call gives the whole cap
+            self._left = [room] * (len(self._stages) - 1)
+        return self._left
+
+
+_SINGLE: dict[str, Callable[[], Decoder]] = {
+    "gzip": lambda: Zlib(gzip=True), "x-gzip": lambda: Zlib(gzip=True),
+    "deflate": lambda: Zlib(gzip=False), "br": Brotli, "identity": Identity}
+
+
 def decoder_for(content_encoding: str | None) -> Decoder:
-    """The decoder for a Content-Encoding header; unknown codings are kept as sent."""
-    enc = (content_encoding or "").strip().lower()
-    if enc in ("gzip", "x-gzip"):
-        return Zlib(gzip=True)
-    if enc == "deflate":
-        return Zlib(gzip=False)
-    if enc == "br":
-        return Brotli()
-    return Identity()
+    """The decoder for a Content-Encoding header (one coding or several, comma-separated);
+    a body with a coding we do not know is kept as sent."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings or any(c not in _SINGLE for c in codings):
+        return Identity()
+    if len(codings) == 1:
+        return _SINGLE[codings[0]]()
+    return Chain([_SINGLE[c]() for c in reversed(codings)])
