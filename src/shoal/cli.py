@@ -17,7 +17,7 @@ import click
 from shoal import __version__
 from shoal._signals import defer_signals, exit_on_signals
 from shoal.config import DEFAULT_USER_AGENT, Config, CrawlOptions, RetryPolicy
-from shoal.errors import ShoalError, StoreError, UsageError, WorkerError
+from shoal.errors import OutputError, ShoalError, StoreError, UsageError, WorkerError
 
 if TYPE_CHECKING:
     from shoal.extract.router import Router
@@ -476,6 +476,10 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
             _fail(str(exc))
         except WorkerError as exc:
             click.echo(f"shoal: error: {exc}", err=True)
+            return EXIT_FAILED
+        except OutputError as exc:
+            click.echo(f"shoal: error: {exc}; every record fetched is saved in {store.path}: "
+                       "free some space and re-run the same command to resume", err=True)
             return EXIT_FAILED
         except ShoalError as exc:
             _fail(str(exc))

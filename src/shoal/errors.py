@@ -46,6 +46,10 @@ class StoreError(ShoalError):
     """The state database cannot be used for this run."""
 
 
+class OutputError(ShoalError):
+    """The output cannot be written (a full disk); every record is in the state (exit 1)."""
+
+
 class WorkerError(ShoalError):
     """A ``--workers`` process failed; the state is saved and a rerun resumes (exit 1)."""
 

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import BinaryIO
 
-from shoal.errors import UsageError
+from shoal.errors import OutputError, UsageError
 
 
 class Output:
@@ -22,6 +22,7 @@ class Output:
 
     def __init__(self, path: str | None) -> None:
         self.path = path  # None: standard output
+        self.failed = False  # a write failed: what is buffered is not flushed at close
         self._fh: BinaryIO | None = None
         # (last record seq written, bytes of complete lines written), replaced as one
         # object: the event loop reads it while the store's thread writes
@@ -71,8 +72,15 @@ class Output:
             return
         assert self._fh is not None
         data = b"".join(r for _, r in rows)
-        self._fh.write(data)
-        self._fh.flush()
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # the disk is full, the file system went read-only, ...
+            self.failed = True
+            raise OutputError(f"cannot write output {self.display}: "
+                              f"{exc.strerror or exc}") from exc
         self._at = (rows[-1][0], self._at[1] + len(data))
         self.lines_this_run += len(rows)
 
@@ -85,7 +93,12 @@ class Output:
         now = time.monotonic()
         if self._fh is not None and self.path is not None and (
                 now - self._synced >= at_most_every):
-            os.fsync(self._fh.fileno())
+            try:
+                os.fsync(self._fh.fileno())
+            except OSError as exc:
+                self.failed = True
+                raise OutputError(f"cannot write output {self.display}: "
+                                  f"{exc.strerror or exc}") from exc
             self._synced = now
 
     def mark(self) -> dict[str, str]:
@@ -95,5 +108,9 @@ class Output:
 
     def close(self) -> None:
         if self._fh is not None and self.path is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                if not self.failed:
+                    raise
         self._fh = None

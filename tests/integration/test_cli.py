@@ -466,3 +466,29 @@ async def test_help_lists_every_command() -> None:
     listed = {line.split()[0] for line in run.stdout.split("Commands:")[1].splitlines()
               if line.strip()}
     assert listed == {"crawl", "demo", "export", "fetch", "serve", "token", "worker"}
+
+
+@pytest.mark.parametrize("limit_kb", [100, 400])
+async def test_a_full_disk_mid_run_is_a_message_and_a_rerun_completes(
+        tmp_path: Path, tmp_out: Path, limit_kb: int) -> None:
+    """Writes past a file-size limit fail as on a full disk (the state database or the
+    output meets it first): one clear line, no traceback, and nothing lost."""
+    async with site(pages(2000)) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(2000)]
+        inp = write_urls(tmp_path / "urls.txt", urls)
+        args = ["fetch", str(inp), "-o", str(tmp_out), "-q", "--concurrency", "50"]
+        limited = (f"ulimit -f {limit_kb}; trap '' XFSZ; exec "
+                   + " ".join(shlex.quote(a) for a in shoal_cmd(*args)))
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", limited, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        message = err.decode()
+        assert proc.returncode in (1, 2), message
+        assert "Traceback" not in message, message
+        assert "shoal: error:" in message and "re-run" in message, message
+        assert len(message.strip().splitlines()) == 1, message
+        rerun = await run_shoal(*args)
+    assert rerun.code == 0, rerun.stderr
+    recs = read_records(tmp_out)
+    assert sorted(r["url"] for r in recs) == sorted(urls)  # each once, none lost

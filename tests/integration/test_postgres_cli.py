@@ -81,3 +81,37 @@ async def test_bad_db_urls_are_usage_errors(tmp_path: Path) -> None:
     assert run.code == 2 and "--job" in run.stderr
     run = await run_shoal("fetch", str(inp), "--db", "postgresql://postgres@127.0.0.1:9/none")
     assert run.code == 2 and "Traceback" not in run.stderr  # nothing listens there
+
+
+async def test_an_output_that_fills_up_mid_run_is_a_message_and_a_rerun_completes(
+        tmp_path: Path, pg_url: str, job: str) -> None:
+    """With the state in PostgreSQL, only the output file grows here: writes past a
+    file-size limit fail as on a full disk, mid-run."""
+    import asyncio
+    import shlex
+
+    from tests.conftest import shoal_cmd
+
+    async with site({f"/p/{i}": html_page(f"p{i}") for i in range(1500)}) as srv:
+        urls = [srv.url(f"/p/{i}") for i in range(1500)]
+        inp = write_urls(tmp_path / "u.txt", urls)
+        out = tmp_path / "out.jsonl"
+        args = ["fetch", str(inp), "-o", str(out), "-q", "--db", pg_url, "--job", job]
+        limited = ("ulimit -f 200; trap '' XFSZ; exec "
+                   + " ".join(shlex.quote(a) for a in shoal_cmd(*args)))
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "-c", limited, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        message = err.decode()
+        assert proc.returncode == 1, message
+        assert message.startswith(f"shoal: error: cannot write output {out}: File too large")
+        assert "Traceback" not in message and len(message.strip().splitlines()) == 1, message
+        assert "re-run" in message
+        assert 0 < out.stat().st_size <= 200 * 1024
+        rerun = await run_shoal(*args)
+    assert rerun.code == 0, rerun.stderr
+    assert sorted(r["url"] for r in read_records(out)) == sorted(urls)
+    # what was saved is not fetched again; only what was in flight when it stopped
+    assert len(urls) <= srv.log.count(path_prefix="/p/") <= len(urls) + 100
+

@@ -33,7 +33,7 @@ from shoal.engine.shared import HOST_TURN, Leases, lease_for
 from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
-from shoal.errors import FetchError, StoreError, WorkerError
+from shoal.errors import FetchError, ShoalError, StoreError, WorkerError
 from shoal.export import EXTRAS_META
 from shoal.extract.router import Router
 from shoal.output import Output
@@ -319,6 +319,11 @@ class Engine:
                                       "command to resume")
             elif tail and not self._stop_requested:
                 await self._tail_once()  # the job is done: every record of it
+        except BaseExceptionGroup as group:
+            error = _own_error(group)
+            if error is None:
+                raise
+            raise error from group  # a full disk, a lost database: said plainly
         finally:
             if self._followers is not None:
                 await self._followers.close()
@@ -373,7 +378,8 @@ class Engine:
 
     def _close_output(self) -> None:
         assert self.output is not None
-        self.output.sync()
+        if not self.output.failed:  # else it would only fail again
+            self.output.sync()
         self.output.close()
 
     def _sink(self, rows: list[tuple[int, bytes]]) -> None:
@@ -739,6 +745,22 @@ class Engine:
         if record.error is not None:
             self._errors[str(record.error.kind)] += 1
         self._bytes += record.bytes
+
+
+def _own_error(group: BaseExceptionGroup[BaseException]) -> ShoalError | None:
+    """The first of the errors a task group failed with, when all of them are shoal's own
+    (what the command line reports as a message, not a traceback)."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(reversed(exc.exceptions))
+        else:
+            leaves.append(exc)
+    if leaves and all(isinstance(e, ShoalError) for e in leaves):
+        return cast(ShoalError, leaves[0])
+    return None
 
 
 def _read_lines(source: Source) -> tuple[list[str], int]:

@@ -141,11 +141,18 @@ class SqliteStore:
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the store's own thread, after everything queued before it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            text = str(exc)
+            if "full" in text or "I/O" in text:  # "database or disk is full", EFBIG, EIO
+                raise StoreError(
+                    f"state database {self.path}: cannot write ({text}); every record "
+                    "committed so far is kept: free some space (or fix the disk) and re-run "
+                    "the same command to resume") from exc
+            raise StoreError(f"state database {self.path}: {text}") from exc
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+    _call = in_thread
 
     @property
     def db(self) -> sqlite3.Connection:
