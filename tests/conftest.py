@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,6 +46,18 @@ async def run_shoal(*args: str, stdin: bytes | None = None, timeout: float = 60,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd,
         env={**os.environ, "COLUMNS": "120"})
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def run_shoal_file_limit(*args: str, limit_kb: int, timeout: float = 60) -> Run:
+    """Run the shoal command with writes past ``limit_kb`` KiB of any file failing (EFBIG),
+    as they would on a full disk."""
+    limited = (f"ulimit -f {limit_kb}; trap '' XFSZ; exec "
+               + " ".join(shlex.quote(a) for a in shoal_cmd(*args)))
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", limited, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.conftest import read_records, run_shoal, shoal_cmd, write_urls
+from tests.conftest import read_records, run_shoal, run_shoal_file_limit, shoal_cmd, write_urls
 from tests.servers import html_page, site
 
 pytestmark = pytest.mark.timeout(120)
@@ -477,14 +477,9 @@ async def test_a_full_disk_mid_run_is_a_message_and_a_rerun_completes(
         urls = [srv.url(f"/p/{i}") for i in range(2000)]
         inp = write_urls(tmp_path / "urls.txt", urls)
         args = ["fetch", str(inp), "-o", str(tmp_out), "-q", "--concurrency", "50"]
-        limited = (f"ulimit -f {limit_kb}; trap '' XFSZ; exec "
-                   + " ".join(shlex.quote(a) for a in shoal_cmd(*args)))
-        proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", limited, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        message = err.decode()
-        assert proc.returncode in (1, 2), message
+        run = await run_shoal_file_limit(*args, limit_kb=limit_kb)
+        message = run.stderr
+        assert run.code in (1, 2), message
         assert "Traceback" not in message, message
         assert "shoal: error:" in message and "re-run" in message, message
         assert len(message.strip().splitlines()) == 1, message

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 import shoal
-from tests.conftest import postgres_url, read_records, run_shoal, write_urls
+from tests.conftest import postgres_url, read_records, run_shoal, run_shoal_file_limit, write_urls
 from tests.servers import html_page, site
 
 pytestmark = pytest.mark.timeout(120)
@@ -87,24 +87,14 @@ async def test_an_output_that_fills_up_mid_run_is_a_message_and_a_rerun_complete
         tmp_path: Path, pg_url: str, job: str) -> None:
     """With the state in PostgreSQL, only the output file grows here: writes past a
     file-size limit fail as on a full disk, mid-run."""
-    import asyncio
-    import shlex
-
-    from tests.conftest import shoal_cmd
-
     async with site({f"/p/{i}": html_page(f"p{i}") for i in range(1500)}) as srv:
         urls = [srv.url(f"/p/{i}") for i in range(1500)]
         inp = write_urls(tmp_path / "u.txt", urls)
         out = tmp_path / "out.jsonl"
         args = ["fetch", str(inp), "-o", str(out), "-q", "--db", pg_url, "--job", job]
-        limited = ("ulimit -f 200; trap '' XFSZ; exec "
-                   + " ".join(shlex.quote(a) for a in shoal_cmd(*args)))
-        proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", limited, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-        message = err.decode()
-        assert proc.returncode == 1, message
+        run = await run_shoal_file_limit(*args, limit_kb=200)
+        message = run.stderr
+        assert run.code == 1, message
         assert message.startswith(f"shoal: error: cannot write output {out}: File too large")
         assert "Traceback" not in message and len(message.strip().splitlines()) == 1, message
         assert "re-run" in message
