@@ -43,18 +43,19 @@ _INSERT = (
     "FROM json_each(?) AS j WHERE true "  # WHERE: lets the parser see the upsert clause
     "ON CONFLICT (url) DO UPDATE SET depth = excluded.depth, parent = excluded.parent "
     "WHERE urls.state = 0 AND excluded.depth < urls.depth")
-# [[seq, record, id], ...]: the records of finished URLs
-_DONE = ("UPDATE urls SET state = 2, seq = j.value->>0, record = CAST(j.value->>1 AS BLOB) "
+# [[seq, record, id, etag, last_modified], ...]: the records of finished URLs, and their
+# pages' validators for a conditional recrawl (in the same pass over the rows)
+_DONE = ("UPDATE urls SET state = 2, seq = j.value->>0, record = CAST(j.value->>1 AS BLOB), "
+         "etag = coalesce(j.value->>3, urls.etag), "
+         "last_modified = coalesce(j.value->>4, urls.last_modified) "
          "FROM json_each(?) AS j WHERE urls.id = j.value->>2 AND urls.state = 0")
 _MAX_SEQ = "SELECT max(seq) FROM urls INDEXED BY urls_seq WHERE seq IS NOT NULL"
-# [[id, item], ...] and [[id, etag, last_modified], ...] of pages finished in this
-# transaction: rows whose record got a seq in [?, ?) (a URL done before keeps its own)
+# [[id, item], ...] of pages finished in this transaction: rows whose record got a seq in
+# [?, ?) (a URL done before keeps its own)
 _ITEMS = ("INSERT INTO items (url_id, item) SELECT u.id, CAST(j.value->>1 AS BLOB) "
           "FROM json_each(?) AS j JOIN urls AS u ON u.id = j.value->>0 "
           "WHERE u.seq >= ? AND u.seq < ? ORDER BY u.seq, j.key")
-_VALIDATORS = ("UPDATE urls SET etag = j.value->>1, last_modified = j.value->>2 "
-               "FROM json_each(?) AS j WHERE urls.id = j.value->>0 "
-               "AND urls.seq >= ? AND urls.seq < ?")
+_NO_VALIDATORS = (None, None)
 _PENDING_COLUMNS = "json_group_array(json_array(id, url, host, depth, parent, kind))"
 
 
@@ -336,12 +337,15 @@ class SqliteStore:
         with self._tx():
             self._read_next_seq()
             first = self._next_seq
+            validators = {p.url_id: (p.etag, p.last_modified) for p in pages
+                          if p.etag is not None or p.last_modified is not None}
             updates = []
             for url_id, record in results:
                 if record is None:  # a sitemap: done, no record of its own
                     db.execute("UPDATE urls SET state = 2 WHERE id = ?", (url_id,))
                     continue
-                updates.append((self._next_seq, record.decode(), url_id))
+                etag, last_modified = validators.get(url_id, _NO_VALIDATORS)
+                updates.append((self._next_seq, record.decode(), url_id, etag, last_modified))
                 written.append((self._next_seq, record))
                 self._next_seq += 1
             if updates:
@@ -350,8 +354,9 @@ class SqliteStore:
                     written = db.execute(
                         "SELECT seq, record FROM urls WHERE seq >= ? AND seq < ? ORDER BY seq",
                         (first, self._next_seq)).fetchall()
-            if pages:
-                self._page_data(pages, first)
+            items = [(p.url_id, i.decode()) for p in pages for i in p.items]
+            if items:
+                db.execute(_ITEMS, (orjson.dumps(items), first, self._next_seq))
             if new:  # the upsert's rowcount also counts lowered depths: count new ids
                 before = db.execute("SELECT coalesce(max(id), 0) FROM urls").fetchone()[0]
                 db.execute(_INSERT, (_new_rows(new),))
@@ -362,15 +367,6 @@ class SqliteStore:
         if sink is not None and written:
             sink(written)
         return inserted
-
-    def _page_data(self, pages: Sequence[PageData], first: int) -> None:
-        items = [(p.url_id, i.decode()) for p in pages for i in p.items]
-        if items:
-            self.db.execute(_ITEMS, (orjson.dumps(items), first, self._next_seq))
-        validators = [(p.url_id, p.etag, p.last_modified) for p in pages
-                      if p.etag is not None or p.last_modified is not None]
-        if validators:
-            self.db.execute(_VALIDATORS, (orjson.dumps(validators), first, self._next_seq))
 
     async def items_after(self, after: int, limit: int = 2000) -> list[tuple[int, bytes]]:
         """The next ``limit`` items (id, JSON) after item id ``after``, in order."""
