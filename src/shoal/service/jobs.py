@@ -278,8 +278,10 @@ class JobManager:
             "id": row.id, "kind": row.kind, "state": str(row.state), "created": row.created,
             "started": row.started, "finished": row.finished, "error": row.error,
             "urls": row.urls, "spec": row.spec,
+            # requests in flight it may have now, of the service's budget (--concurrency)
             "share": {"concurrency": live.share if live is not None else 0,
                       "budget": self.settings.concurrency},
+            "pid": live.proc.pid if live is not None and live.proc is not None else None,
         }
         if live is not None and live.part is not None:
             out.update(live.part)
