@@ -158,8 +158,8 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
 
     # -- access -----------------------------------------------------------------------------
     # Known tokens and the token count are remembered for AUTH_TTL seconds: a lookup is
-    # a thread hop (the GIL is busy with the engines), a cached answer is free. So a
-    # revoked token stops working within AUTH_TTL. Unknown tokens are never cached.
+    # a thread hop, a cached answer is free. So a revoked token stops working within
+    # AUTH_TTL. Unknown tokens are never cached.
     known: dict[str, tuple[float, Principal]] = {}
     count: list[float] = [0.0, 0.0]  # [expires, active tokens]
 

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from shoal._signals import EXIT_INTERRUPTED
 from shoal.api import seeds_name
 from shoal.client.fetcher import Fetcher
 from shoal.client.resolver import TableResolver
@@ -50,7 +51,6 @@ log = logging.getLogger("shoal.service")
 
 FIRST_REPORT = 0.25  # seconds after the start: the job's first figures
 EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 class JobRun:

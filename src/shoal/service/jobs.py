@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from shoal._signals import EXIT_INTERRUPTED
 from shoal.client.resolver import TableResolver
 from shoal.core.fairshare import fair_shares
 from shoal.errors import StoreError
@@ -60,7 +61,6 @@ from shoal.service.settings import ServiceSettings
 log = logging.getLogger("shoal.service")
 
 LAG_INTERVAL = 0.1
-EXIT_INTERRUPTED = 130  # a job's process stopped before its job was done
 DISPATCH_RETRY = 1.0  # seconds before the jobs are read again after a database error
 
 
@@ -423,7 +423,9 @@ class JobManager:
             ended = live.ended or {}
             if ended.get("type") == "error":
                 error = str(ended["error"])
-            elif not ended and code != EXIT_INTERRUPTED:  # it died: a crash, SIGKILL, OOM
+            elif not ended and code != EXIT_INTERRUPTED and live.stop is None:
+                # it died while it ran (a crash, SIGKILL, the OOM killer); one that had
+                # to be killed as it was being stopped has stopped all the same
                 error = exit_description(proc.pid, code)
                 log.error("job %s: %s", row.id, error)
         except Exception as exc:  # a failed job is a state, not a crash of the service

@@ -76,6 +76,10 @@ class JobProcess:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.kill()
 
+    def kill_after(self, seconds: float) -> None:
+        """Kill it if it is still running ``seconds`` from now (a stop it did not obey)."""
+        asyncio.get_running_loop().call_later(seconds, self.kill)
+
 
 def exit_description(pid: int, code: int) -> str:
     """How a job's process ended, for the job's ``error``."""
@@ -113,6 +117,7 @@ class Live:
         self.grace = grace
         if self.proc is not None:
             self.proc.send({"op": "stop", "grace": grace})
+            self.proc.kill_after(grace + EXIT_GRACE)
 
     def set_share(self, share: int) -> bool:
         """A new share of the fetch budget; True if it changed."""
