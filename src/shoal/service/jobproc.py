@@ -15,7 +15,11 @@ Both directions carry JSON lines. On standard input, the parent writes the job f
 Standard input is also the lifeline (``engine.child``): end of file means the service
 is gone, and the job stops at once; SIGINT is ignored, SIGTERM is a graceful stop.
 Requests that do not finish go back to pending in the job's state, so a restarted service
-resumes the job. On standard output, the child writes
+resumes the job. The process runs at a lower CPU priority (``JOB_NICE``) than the
+service: the API's work is small, and done at once when both want the CPU (the crawl
+loses the same CPU time either way, the API no longer waits for it).
+
+On standard output, the child writes
 
     {"type": "report", "stats": {...}, "summary": {...}}   every tick, and when asked
     {"type": "end", "interrupted": bool, "stats": ..., "summary": ...}   the run is over
@@ -49,6 +53,7 @@ from shoal.store.base import Store
 
 log = logging.getLogger("shoal.service")
 
+JOB_NICE = 5  # the API (nice 0) goes first when both want the CPU
 FIRST_REPORT = 0.25  # seconds after the start: the job's first figures
 EXIT_FAILED = 1
 
@@ -215,6 +220,7 @@ async def _run_job(spec: dict[str, Any], lines: asyncio.Queue[bytes], reporter: 
 
 def main() -> None:
     child_signals()  # before anything else: asked to stop while starting, stop at once
+    os.nice(JOB_NICE)
     # standard output carries the messages only: whatever else is printed goes to stderr
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
