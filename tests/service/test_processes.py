@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import run_shoal
 from tests.servers import LogEntry, RequestLog, html_page, site, slow
 from tests.service.conftest import Backend
 from tests.service.harness import Service, service
@@ -191,3 +192,9 @@ async def test_job_processes_ignore_sigint_and_end_with_the_service(tmp_path: Pa
             assert done["state"] == "completed" and done["counts"]["done"] == 10
             records = await svc.records(job["id"])
     assert sorted(r["url"] for r in records) == sorted(urls)
+
+
+async def test_serve_checks_its_fetch_budget(tmp_path: Path) -> None:
+    run = await run_shoal("serve", "--concurrency", "3", "--db", str(tmp_path / "s.db"))
+    assert run.code == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "--concurrency must be >= --max-running (8)" in run.stderr

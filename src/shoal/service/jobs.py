@@ -410,7 +410,10 @@ class JobManager:
         try:
             # what earlier runs of the job recorded, counted again by its process
             base = await self.records(row.id).base_counts()
-            proc = live.proc = await JobProcess.start(self._spec(row, base))
+            spec = self._spec(row, base)
+            proc = live.proc = await JobProcess.start(spec)
+            if live.share != spec["limit"]:  # the shares changed while it started
+                proc.send({"op": "concurrency", "limit": live.share})
             if live.stop is not None:  # a stop came while it started
                 live.request_stop(live.grace)
             try:

@@ -34,7 +34,8 @@ class ServiceSettings:
         for flag, value in (("--max-running", self.max_running),
                             ("--max-jobs-per-token", self.max_jobs_per_token),
                             ("--max-urls-per-job", self.max_urls_per_job),
-                            ("--max-body", self.max_body), ("--max-upload", self.max_upload)):
+                            ("--max-body", self.max_body), ("--max-upload", self.max_upload),
+                            ("--concurrency", self.concurrency)):
             if value < 1:
                 raise ConfigError(f"{flag} must be >= 1, got {value}")
         if self.concurrency < self.max_running:
