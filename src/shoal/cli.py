@@ -525,6 +525,10 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
                    "everything non-public is refused otherwise.")
 @click.option("--max-running", type=int, default=8, show_default=True,
               help="Jobs running at once; more wait in the queue.")
+@click.option("--concurrency", type=int, default=200, show_default=True,
+              help="Requests in flight of all running jobs together, shared fairly among "
+                   "them (each gets at most its own concurrency; what one leaves goes to "
+                   "the others).")
 @click.option("--max-jobs-per-token", type=int, default=4, show_default=True,
               help="Queued or running jobs one token may have.")
 @click.option("--max-urls-per-job", type=int, default=1_000_000, show_default=True,
@@ -532,8 +536,8 @@ async def _run_async(config: Config, source: Any, kw: dict[str, Any], *,
 @click.option("--max-upload", type=ByteSize(), default="256M", show_default=True,
               help="Largest uploaded URL file.")
 def serve(host: str, port: int, db: str, jobs_dir: str | None, allow_net: tuple[str, ...],
-          max_running: int, max_jobs_per_token: int, max_urls_per_job: int,
-          max_upload: int) -> None:
+          max_running: int, concurrency: int, max_jobs_per_token: int,
+          max_urls_per_job: int, max_upload: int) -> None:
     """Run the crawl service: HTTP API, live dashboard and metrics (see README "Service").
 
     Jobs are kept in the service database; a job running when the service stops (SIGINT,
@@ -547,7 +551,7 @@ def serve(host: str, port: int, db: str, jobs_dir: str | None, allow_net: tuple[
         _fail(f"--port must be between 0 and 65535, got {port}")
     try:
         settings = ServiceSettings(db=db, jobs_root=jobs_dir, allow_net=allow_net,
-                                   max_running=max_running,
+                                   max_running=max_running, concurrency=concurrency,
                                    max_jobs_per_token=max_jobs_per_token,
                                    max_urls_per_job=max_urls_per_job, max_upload=max_upload)
     except UsageError as exc:

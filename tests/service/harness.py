@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp.abc import AbstractResolver
 
+from shoal.client.resolver import TableResolver
 from shoal.service.jobs import JobManager
 from shoal.service.server import ServiceServer, build_server, listen
 from shoal.service.settings import ServiceSettings
@@ -87,7 +87,7 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def service(tmp_path: Path, *, allow_net: tuple[str, ...] = ("127.0.0.0/8",),
-                  resolver: AbstractResolver | None = None, db: str | None = None,
+                  resolver: TableResolver | None = None, db: str | None = None,
                   **settings: Any) -> AsyncIterator[Service]:
     """Start the service on 127.0.0.1:<free port>; stop it (as SIGTERM would) at the end."""
     config = ServiceSettings(db=db or str(tmp_path / "service.db"), allow_net=allow_net,

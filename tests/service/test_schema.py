@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,24 +16,15 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from shoal.client.resolver import TableResolver
 from shoal.service.server import build_server, listen
 from shoal.service.settings import ServiceSettings
 
 # examples per operation: the whole run stays well under a minute
 EXAMPLES = int(os.environ.get("SHOAL_SCHEMA_EXAMPLES", "40"))
-
-
-class NoDns(AbstractResolver):
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        raise OSError(f"no DNS in this test: {host}")
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +33,8 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesi
     config = ServiceSettings(db=str(tmp / "service.db"), max_jobs_per_token=1_000,
                              max_urls_per_job=100, drain_grace=0.1)
     sock = listen("127.0.0.1", 0)
-    server = build_server(config, host="127.0.0.1", port=0, resolver=NoDns())
+    # no name resolves
+    server = build_server(config, host="127.0.0.1", port=0, resolver=TableResolver({}))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=lambda: loop.run_until_complete(
         server.serve(sockets=[sock])), name="shoal-service", daemon=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from shoal.client.resolver import TableResolver
 from tests.conftest import run_shoal
-from tests.integration.test_netguard import PRIVATE, PUBLIC, MapResolver
+from tests.integration.test_netguard import PRIVATE, PUBLIC
 from tests.servers import html_page, redirect, site, slow
 from tests.service.conftest import Backend
 from tests.service.harness import service
@@ -101,10 +102,10 @@ async def test_guard_with_an_injected_resolver(tmp_path: Path) -> None:
     async with site({"/secret": html_page("secret")}, host=PRIVATE) as private, \
             site({"/ok": html_page("ok"), "/go": redirect(private.url("/secret")),
                   **{f"/r/{i}": html_page(str(i)) for i in range(3)}}, host=PUBLIC) as public:
-        resolver = MapResolver({
-            "good.test": lambda n: [PUBLIC],
-            "evil.test": lambda n: [PRIVATE],
-            "rebind.test": lambda n: [PUBLIC] if n == 1 else [PRIVATE],
+        resolver = TableResolver({  # plain data: it reaches the job's process
+            "good.test": [[PUBLIC]],
+            "evil.test": [[PRIVATE]],
+            "rebind.test": [[PUBLIC], [PRIVATE]],  # the first lookup, then every other
         })
         port = public.port
         urls = [f"http://good.test:{port}/ok", f"http://evil.test:{port}/ok",

@@ -187,3 +187,38 @@ async def test_hosts_with_pending_pacing_are_not_forgotten() -> None:
     clock.now += 20
     s.put(job(99, "http://new"))
     assert len(s.hosts) <= 10
+
+
+async def test_the_limit_on_requests_in_flight_can_change_while_running() -> None:
+    clock = Clock()
+    s = make(clock, per_host=10, concurrency=4)
+    for i in range(10):
+        s.put(job(i, f"http://h{i}"))
+    taken = [s._take() for _ in range(4)]
+    assert all(taken) and s._take() is None  # at --concurrency
+    s.set_limit(2)  # lowered: those in flight finish, nothing new starts above it
+    for j in taken[:2]:
+        s.release(j)  # type: ignore[arg-type]
+    assert s.in_flight == 2 and s._take() is None
+    s.release(taken[2])  # type: ignore[arg-type]
+    assert s._take() is not None and s._take() is None
+    s.set_limit(5)  # raised: more at once
+    assert [s._take() is not None for _ in range(4)] == [True, True, True, False]
+    assert s.in_flight == 5
+    s.set_limit(0)
+    assert s.limit == 1  # never below one
+
+
+async def test_a_raised_limit_wakes_waiting_workers() -> None:
+    import asyncio
+
+    s = make(Clock(), per_host=10, concurrency=3)
+    s.set_limit(1)
+    for i in range(3):
+        s.put(job(i))
+    workers = [asyncio.create_task(s.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert sum(w.done() for w in workers) == 1
+    s.set_limit(3)
+    await asyncio.sleep(0)
+    assert all(w.done() for w in workers)

@@ -22,3 +22,12 @@ def test_db_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServiceSettings(db="postgres://h/db", jobs_root="j").jobs_dir == str(tmp_path / "j")
     with pytest.raises(ConfigError, match="postgresql://"):
         ServiceSettings(db="mysql://h/db")
+
+
+def test_the_fetch_budget_covers_every_running_job() -> None:
+    assert ServiceSettings().concurrency == 200
+    assert ServiceSettings(concurrency=8, max_running=8).concurrency == 8
+    with pytest.raises(ConfigError, match=r"--concurrency must be >= --max-running \(8\)"):
+        ServiceSettings(concurrency=7)
+    with pytest.raises(ConfigError, match="--concurrency must be >= 1, got 0"):
+        ServiceSettings(concurrency=0, max_running=1)

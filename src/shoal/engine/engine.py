@@ -202,6 +202,11 @@ class Engine:
         if self._workers_task is not None:
             asyncio.get_running_loop().call_later(grace, self._cancel_workers)
 
+    def set_concurrency(self, limit: int) -> None:
+        """Requests in flight at most from now on, between 1 and ``--concurrency`` (the
+        workers started): the service gives a job its share of the fetch budget this way."""
+        self.sched.set_limit(min(limit, self.config.concurrency))
+
     def _cancel_workers(self) -> None:
         if self._workers_task is not None and not self._workers_task.done():
             self._grace_expired = True

@@ -5,6 +5,11 @@ needed. Workers ask ``get()`` for the next job; a host is handed out only when i
 fewer than ``per_host`` requests in flight, its delay since the last start has passed and
 it is not paused (Retry-After, back-off). Hosts are served round-robin, so one slow host
 never holds up the others.
+
+``limit`` caps the requests in flight of the whole run (``--concurrency``, or the share of
+the service's budget a job has now); it can change while the run goes on: lowered, the
+requests in flight finish and no new one starts until they are below it; raised, waiting
+workers start at once.
 """
 
 from __future__ import annotations
@@ -131,6 +136,7 @@ class Scheduler:
         self._timer_at = float("inf")
         self.queued = 0  # jobs in memory not in flight
         self.in_flight = 0
+        self.limit = config.concurrency  # requests in flight at most (set_limit)
         self.hosts_active = 0
         self.stopping = False  # no new starts; get() returns None
         self.finished = False  # nothing left anywhere; get() returns None
@@ -258,8 +264,18 @@ class Scheduler:
             h.unsent -= 1
         h.inflight -= 1
         self.in_flight -= 1
+        if self.in_flight == self.limit - 1:
+            self._wake_one()  # the run was at its limit: one more may start
         self._poke(h)
         self._deactivate_if_idle(h)
+
+    def set_limit(self, limit: int) -> None:
+        """Allow ``limit`` requests in flight from now on (at least 1)."""
+        limit = max(1, limit)
+        raised = limit - max(self.limit, self.in_flight)
+        self.limit = limit
+        for _ in range(min(raised, len(self._waiters))):
+            self._wake_one()  # slots opened: as many workers as can start now
 
     def stop(self) -> None:
         """Stop handing out work (SIGINT); waiting workers return None."""
@@ -276,6 +292,8 @@ class Scheduler:
         return self.queued == 0 and self.in_flight == 0
 
     def _take(self) -> Job | None:
+        if self.in_flight >= self.limit:
+            return None  # release() wakes a worker once below the limit
         now = self._clock()
         timers = self._timers
         while timers and timers[0][0] <= now:

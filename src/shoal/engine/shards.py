@@ -13,10 +13,10 @@ Hosts never move between processes, so each host's politeness (per-host limit, d
 robots.txt, Retry-After) is kept by exactly one scheduler; only a redirect to a host of
 another shard is followed by the process that owns the original URL.
 
-A follower reads its job from standard input and keeps the pipe open: end of file means
-the leader is gone (even SIGKILLed), and the follower stops at once. It ignores SIGINT (a
-terminal's Ctrl-C reaches the whole process group; the leader decides) and treats SIGTERM
-like the leader treats SIGINT: the first finishes requests in flight, a second stops at once.
+A follower reads its job from standard input and keeps the pipe open as its lifeline, as
+``engine.child`` describes: end of file means the leader is gone (even SIGKILLed), and the
+follower stops at once; SIGINT is the leader's business; SIGTERM is handled like the
+leader handles SIGINT: the first finishes requests in flight, a second stops at once.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import zlib
 from dataclasses import dataclass
 
 from shoal.config import Config
+from shoal.engine.child import child_signals, close_children, on_sigterm, open_lifeline, spawn
 
 FOLLOWER_EXIT_GRACE = 10.0  # seconds followers get to finish after the leader's stop
 
@@ -69,9 +70,7 @@ class Followers:
 
     async def start(self, config: Config, state: str, count: int) -> None:
         for index in range(1, count):
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shoal.engine.shards",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+            proc = await spawn("shoal.engine.shards", stdout=asyncio.subprocess.DEVNULL)
             self._procs.append(proc)
             payload = pickle.dumps(FollowerSpec(config, state, Shard(index, count)))
             assert proc.stdin is not None
@@ -108,51 +107,21 @@ class Followers:
     async def close(self, *, grace: float = FOLLOWER_EXIT_GRACE) -> None:
         """Make sure no follower outlives the leader: close the lifelines, wait ``grace``
         seconds, then kill what is left."""
-        for proc in self._procs:
-            if proc.stdin is not None and not proc.stdin.is_closing():
-                proc.stdin.close()
-        try:
-            async with asyncio.timeout(grace):
-                await self.wait()
-        except TimeoutError:
-            for proc in self._procs:
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-            await self.wait()
+        await close_children(self._procs, grace=grace)
 
 
 async def _follow(spec: FollowerSpec) -> int:
     from shoal.engine.engine import Engine
     from shoal.store.sqlite import SqliteStore
 
-    loop = asyncio.get_running_loop()
     current = asyncio.current_task()
     assert current is not None
     main_task: asyncio.Task[object] = current
     store = SqliteStore(spec.state, lock=False)  # the leader holds the run's lock
     engine = Engine(spec.config, store, None, shard=spec.shard)
-    terms = 0
-
-    def on_term() -> None:
-        nonlocal terms
-        terms += 1
-        if terms == 1:
-            engine.request_stop()
-        else:
-            main_task.cancel()
-
-    running = True
-
-    class Lifeline(asyncio.Protocol):
-        def connection_lost(self, exc: Exception | None) -> None:
-            if running:
-                main_task.cancel()  # the leader is gone: stop now, the state is consistent
-
-    transport, _ = await loop.connect_read_pipe(Lifeline, sys.stdin)
-    loop.add_signal_handler(signal.SIGTERM, on_term)
-    if _terms_before_loop:
-        on_term()
+    # the leader gone: stop now, the state is consistent
+    lifeline = await open_lifeline(main_task.cancel)
+    remove = on_sigterm(engine.request_stop, main_task.cancel)
     try:
         await store.open()
         result = await engine.run(None)
@@ -160,24 +129,14 @@ async def _follow(spec: FollowerSpec) -> int:
     except asyncio.CancelledError:
         code = 130
     finally:
-        running = False
-        loop.remove_signal_handler(signal.SIGTERM)
-        transport.close()
+        remove()
+        lifeline.close()
     await store.close()
     return code
 
 
-_terms_before_loop = 0
-
-
-def _early_term(signum: int, frame: object) -> None:
-    global _terms_before_loop
-    _terms_before_loop += 1
-
-
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the leader decides what Ctrl-C means
-    signal.signal(signal.SIGTERM, _early_term)  # asked to stop while starting: stop at once
+    child_signals()  # before anything else: asked to stop while starting, stop at once
     from shoal._runtime import run, tune_gc, tune_malloc
 
     header = sys.stdin.buffer.read(4)

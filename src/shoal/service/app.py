@@ -19,7 +19,6 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 import orjson
-from aiohttp.abc import AbstractResolver
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -29,6 +28,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal import __version__
+from shoal.client.resolver import TableResolver
 from shoal.errors import ConfigError, ErrorKind, StoreError
 from shoal.service.jobdb import ACTIVE, JobRow
 from shoal.service.jobs import JobError, JobManager
@@ -111,7 +111,7 @@ class RecordPage(BaseModel):
 
 
 def create_app(settings: ServiceSettings, *, loopback: bool = True,
-               resolver: AbstractResolver | None = None) -> FastAPI:
+               resolver: TableResolver | None = None) -> FastAPI:
     """The application. ``loopback``: it listens on loopback only, so with no token
     configured it is open; on any other address every request needs a token."""
     metrics = Metrics()
@@ -158,8 +158,8 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
 
     # -- access -----------------------------------------------------------------------------
     # Known tokens and the token count are remembered for AUTH_TTL seconds: a lookup is
-    # a thread hop (the GIL is busy with the engines), a cached answer is free. So a
-    # revoked token stops working within AUTH_TTL. Unknown tokens are never cached.
+    # a thread hop, a cached answer is free. So a revoked token stops working within
+    # AUTH_TTL. Unknown tokens are never cached.
     known: dict[str, tuple[float, Principal]] = {}
     count: list[float] = [0.0, 0.0]  # [expires, active tokens]
 

@@ -1,4 +1,4 @@
-"""The job runner of the service: one Engine per running job, all owned by one TaskGroup.
+"""The job runner of the service: one process per running job, all owned by one TaskGroup.
 
 The manager lives as long as the application (its lifespan). Jobs are rows of the
 service database; each job's URL file lives in its own directory (``urls.txt``) and its
@@ -8,15 +8,28 @@ there: ``state.db`` in that directory (SQLite), or the schema ``shoal_svc_<id>``
 the service stopped is started again when it comes back, and its engine resumes from its
 state.
 
-Capacity is shared by giving every running job its own engine: its own worker pool,
-host slots and limits. A slow host holds only the slots of that host in that job; the
-other jobs' workers never wait on it.
+Each running job's engine runs in a process of its own (``service.jobproc``, started
+by ``runner.JobProcess``), the way Scrapyd runs its jobs: this process keeps the job
+database, the API, the event streams, the metrics and the dashboard; the job's process
+has the engine, its store and its counters. An engine fetching at full speed keeps its
+loop (and, were it a thread here, the GIL) busy; in a process of its own it takes
+nothing from the API, nor the API from it. The job's process reports its statistics and
+the live part of its summary about once a second over a pipe; the service sends it
+control messages (stop with a grace period, a new share of the fetch budget). Its
+records are committed to the job's state database, which the API reads.
 
-Each engine runs on an event loop of its own, in a thread of its own: an engine fetching
-at full speed keeps its loop busy (100 ms and more between two turns), and the API
-must not queue behind that. The API's loop only reads the engines' counters, and talks
-to an engine through ``call_soon_threadsafe``. The threads share the GIL, so the API
-costs the engines its own CPU time, no more.
+The fetch capacity is shared: ``--concurrency`` is the service's budget of requests in
+flight, split among the running jobs by max-min fairness (``core.fairshare``): each job
+gets at most its own ``concurrency``, and what one does not take goes to the others.
+Shares are worked out again whenever a job starts or ends (a pause and a resume end and
+start one). A job whose share is lowered finishes the requests it has in flight and
+starts no new one until it is below its share. Each host's politeness is kept per job,
+by that job's scheduler: a slow host holds only that job's slots.
+
+A job's process ends when the service does (its lifeline, standard input, closes), and
+on SIGTERM it finishes or returns its work in flight. A process that dies (a crash, the
+OOM killer) fails its job with a message saying so; the service goes on, and the job can
+be resumed from what it committed.
 """
 
 from __future__ import annotations
@@ -27,28 +40,23 @@ import logging
 import os
 import secrets
 import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from aiohttp.abc import AbstractResolver
 
-from shoal.api import seeds_name
-from shoal.client.fetcher import Fetcher
-from shoal.config import Config, CrawlOptions
-from shoal.engine.engine import Engine
-from shoal.engine.source import FileSource, LineSource, Source
+from shoal._signals import EXIT_INTERRUPTED
+from shoal.client.resolver import TableResolver
+from shoal.core.fairshare import fair_shares
 from shoal.errors import StoreError
 from shoal.records import utc_now_iso
 from shoal.service.jobdb import ACTIVE, FINAL, JobDB, JobRow, JobState
-from shoal.service.live import Live, live_summary, parse_records
+from shoal.service.live import stopped_summary
 from shoal.service.metrics import Metrics
+from shoal.service.models import job_config
 from shoal.service.pgservice import JOB_POOL_SIZE, PgJobDB, job_store_name
 from shoal.service.records import JobRecords, SqliteRecords
+from shoal.service.runner import JobProcess, Live, exit_description
 from shoal.service.settings import ServiceSettings
-from shoal.store.base import Store
-from shoal.store.sqlite import SqliteStore
 
 log = logging.getLogger("shoal.service")
 
@@ -69,12 +77,13 @@ class JobManager:
     """Starts, pauses, resumes, cancels and deletes jobs; owns every job's engine."""
 
     def __init__(self, settings: ServiceSettings, metrics: Metrics, *,
-                 resolver: AbstractResolver | None = None) -> None:
+                 resolver: TableResolver | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
         self.db: JobDB | PgJobDB = (PgJobDB(settings.db, schema=settings.schema)
                                     if settings.postgres else JobDB(settings.db))
-        self._resolver = resolver  # tests map names to addresses with it
+        # tests map names to addresses with it; the guard checks what it answers all the same
+        self._resolver = resolver
         self._live: dict[str, Live] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -82,23 +91,17 @@ class JobManager:
         self._tick_stop = asyncio.Event()  # set once stopping: event streams end
         self.stopping = False
         self.ready = asyncio.Event()
-        self._threads = ThreadPoolExecutor(max_workers=settings.max_running,
-                                           thread_name_prefix="shoal-job")
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def __aenter__(self) -> JobManager:
-        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(os.makedirs, self.settings.jobs_dir, exist_ok=True)
         await self.db.open()
         self._stack = contextlib.AsyncExitStack()
         try:
             self._stack.push_async_callback(self.db.close)
-            # every job task has awaited its thread before the task group exits
-            self._stack.callback(self._threads.shutdown, wait=False)
+            # every job task has awaited its process before the task group exits
             self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._tg.create_task(self._dispatch(), name="shoal-service-dispatch")
-            self._tg.create_task(self._ticker(), name="shoal-service-ticker")
             self._tg.create_task(self._lag(), name="shoal-service-lag")
         except BaseException:
             await self._stack.aclose()
@@ -122,7 +125,7 @@ class JobManager:
         for live in self._live.values():
             if live.stop is None:
                 live.stop = "shutdown"
-            live.request_stop(self.settings.drain_grace)
+                live.request_stop(self.settings.drain_grace)
         self._wake.set()
         self._tick_stop.set()
 
@@ -142,13 +145,12 @@ class JobManager:
             return self.db.records(job_id)
         return SqliteRecords(self.state_path(job_id))
 
-    def _store(self, job_id: str) -> Store:
+    def _store_spec(self, job_id: str) -> dict[str, Any]:
+        """Where the job's process finds the job's state."""
         if self.settings.postgres:
-            from shoal.store.postgres import PostgresStore
-
-            return PostgresStore(self.settings.db, name=job_store_name(job_id),
-                                 pool_size=JOB_POOL_SIZE)
-        return SqliteStore(self.state_path(job_id))
+            return {"postgres": self.settings.db, "name": job_store_name(job_id),
+                    "pool_size": JOB_POOL_SIZE}
+        return {"sqlite": self.state_path(job_id)}
 
     @staticmethod
     def new_id() -> str:
@@ -205,10 +207,13 @@ class JobManager:
         row = await self._need(job_id)
         if row.state in ACTIVE:
             return row
-        if row.state != JobState.PAUSED:
-            raise JobError(409, f"job {job_id} is {row.state}; only a paused job can resume")
+        if row.state not in (JobState.PAUSED, JobState.FAILED):
+            raise JobError(409, f"job {job_id} is {row.state}; only a paused or failed job "
+                                "can resume")
         await self.check_quota(row.token)
-        await self.db.update(job_id, when=JobState.PAUSED, state=JobState.QUEUED)
+        if not await self.db.update(job_id, when=row.state, state=JobState.QUEUED,
+                                    finished=None, error=None):
+            raise JobError(409, f"job {job_id} is changing state; try again")
         self._wake.set()
         return await self._need(job_id)
 
@@ -219,7 +224,7 @@ class JobManager:
             if live is not None:
                 if live.stop in (None, "pause", "shutdown"):
                     live.stop = "cancel"
-                live.request_stop(0)
+                    live.request_stop(0)
                 await live.done.wait()
                 return await self._need(job_id)
             if row.state in FINAL:
@@ -264,7 +269,8 @@ class JobManager:
 
     # -- progress ---------------------------------------------------------------------------
     def summary(self, row: JobRow) -> dict[str, Any]:
-        """The job as the API shows it: state, counts, rates, errors by kind, hosts."""
+        """The job as the API shows it: state, counts, rates, errors by kind, hosts, and
+        its share of the fetch budget."""
         live = self._live.get(row.id)
         if live is not None and row.state != JobState.RUNNING and row.summary is not None:
             live = None  # finishing: its final summary is written
@@ -272,21 +278,25 @@ class JobManager:
             "id": row.id, "kind": row.kind, "state": str(row.state), "created": row.created,
             "started": row.started, "finished": row.finished, "error": row.error,
             "urls": row.urls, "spec": row.spec,
+            # requests in flight it may have now, of the service's budget (--concurrency)
+            "share": {"concurrency": live.share if live is not None else 0,
+                      "budget": self.settings.concurrency},
+            "pid": live.proc.pid if live is not None and live.proc is not None else None,
         }
-        if live is None:
-            saved = row.summary or {}
-            known = row.urls if row.kind == "fetch" else None  # before its first run
-            out.update({"counts": saved.get("counts", {"total": known, "done": 0,
-                                                       "in_flight": 0, "queued": 0}),
-                        "rates": {"pages_per_second": 0.0,
-                                  "elapsed": saved.get("rates", {}).get("elapsed", 0.0)},
-                        "bytes": saved.get("bytes", 0),
-                        "status_classes": saved.get("status_classes", {}),
-                        "errors": saved.get("errors", {}),
-                        "hosts": saved.get("hosts", []),
-                        "latest": saved.get("latest", [])})
+        if live is not None and live.part is not None:
+            out.update(live.part)
             return out
-        out.update(live_summary(live, live.statistics()))
+        saved = row.summary or {}
+        known = row.urls if row.kind == "fetch" else None  # before its first run
+        out.update({"counts": saved.get("counts", {"total": known, "done": 0,
+                                                   "in_flight": 0, "queued": 0}),
+                    "rates": {"pages_per_second": 0.0,
+                              "elapsed": saved.get("rates", {}).get("elapsed", 0.0)},
+                    "bytes": saved.get("bytes", 0),
+                    "status_classes": saved.get("status_classes", {}),
+                    "errors": saved.get("errors", {}),
+                    "hosts": saved.get("hosts", []),
+                    "latest": saved.get("latest", [])})
         return out
 
     async def wait_until(self, when: float) -> bool:
@@ -308,15 +318,15 @@ class JobManager:
         live = self._live.get(job_id)
         return live.event if live is not None and live.event else None
 
-    async def _ticker(self) -> None:
-        while not self.stopping:
-            await asyncio.sleep(self.settings.tick)
-            for job_id, live in list(self._live.items()):
-                stats = live.statistics()
-                summary = self.summary(live.row)
-                live.event = orjson.dumps(summary)
-                self.metrics.observe_job(job_id, stats, live.previous)
-                live.previous = stats
+    def _heard(self, live: Live, message: dict[str, Any]) -> None:
+        """A message from a job's process: its progress event and metrics follow it."""
+        live.hear(message)
+        if live.stats is None:
+            return
+        if message.get("type") == "report":
+            live.event = orjson.dumps(self.summary(live.row))
+        self.metrics.observe_job(live.row.id, live.stats, live.previous)
+        live.previous = live.stats
 
     async def _lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -354,71 +364,73 @@ class JobManager:
                 live = self._start(row)
                 if live is not None:
                     room -= 1
+            self._reshare()  # the jobs started here are told their share as they start
+
+    def _reshare(self) -> None:
+        """Split the fetch budget among the running jobs again (max-min fair)."""
+        shares = fair_shares(self.settings.concurrency,
+                             {job_id: live.requested for job_id, live in self._live.items()})
+        for job_id, live in self._live.items():
+            if live.set_share(shares[job_id]):
+                self.metrics.observe_share(job_id, live.share)
 
     def _start(self, row: JobRow) -> Live | None:
         assert self._tg is not None
         try:
-            config, crawl = self._options(row)
+            config, _ = job_config(row.kind, row.spec["options"],
+                                   allow_net=self.settings.allow_net)
         except Exception as exc:  # a row no longer valid (e.g. --allow-net changed)
             self._tg.create_task(self._save_state(row, JobState.FAILED, error=str(exc),
                                                   finished=utc_now_iso()))
             return None
-        loop = asyncio.get_running_loop()
-        store = self._store(row.id)
-        live_box: list[Live] = []
-
-        def sink(rows: list[tuple[int, bytes]]) -> None:
-            # on the store's thread, right after a commit
-            parsed = parse_records(rows)
-            loop.call_soon_threadsafe(live_box[0].ingest, parsed)
-
-        seeds = row.spec.get("seeds") if row.kind == "crawl" else None
-        engine = Engine(config, store, None, crawl=crawl, seeds=seeds, on_records=sink,
-                        fetcher=Fetcher(config, resolver=self._resolver))
-        live = Live(row=row, engine=engine)
-        live_box.append(live)
+        live = Live(row=row, requested=config.concurrency)
         self._live[row.id] = live
-        self._tg.create_task(self._run(live, store), name=f"shoal-job-{row.id}")
+        self._tg.create_task(self._run(live), name=f"shoal-job-{row.id}")
         return live
 
-    def _options(self, row: JobRow) -> tuple[Config, CrawlOptions | None]:
-        from shoal.service.models import CrawlJobOptions, FetchOptions
+    def _spec(self, row: JobRow, base: list[Any]) -> dict[str, Any]:
+        """What the job's process needs (``service.jobproc``), as JSON."""
+        return {"id": row.id, "kind": row.kind, "options": row.spec["options"],
+                "seeds": row.spec.get("seeds") if row.kind == "crawl" else None,
+                "urls": self.urls_path(row.id), "store": self._store_spec(row.id),
+                "allow_net": list(self.settings.allow_net), "base": base,
+                "limit": self._live[row.id].share, "tick": self.settings.tick,
+                "grace": self.settings.drain_grace,
+                "resolve": None if self._resolver is None else self._resolver.table}
 
-        allow = self.settings.allow_net
-        if row.kind == "crawl":
-            opts = CrawlJobOptions.model_validate(row.spec["options"])
-            return opts.config(allow_net=allow), opts.crawl_options()
-        return FetchOptions.model_validate(row.spec["options"]).config(allow_net=allow), None
-
-    def _source(self, row: JobRow) -> Source:
-        if row.kind == "crawl":
-            seeds = list(row.spec["seeds"])
-            return LineSource(seeds, name=seeds_name(seeds))
-        return FileSource(self.urls_path(row.id))
-
-    async def _run(self, live: Live, store: Store) -> None:
+    async def _run(self, live: Live) -> None:
         row = live.row
         error: str | None = None
         started = row.started or utc_now_iso()
         if not await self.db.claim(row.id, started):
             # paused, cancelled or deleted since the dispatcher read it: not to run
-            self._live.pop(row.id, None)
-            live.done.set()
-            self._wake.set()
+            self._end(live)
             return
         row.state, row.started = JobState.RUNNING, started
         try:
-            # what earlier runs of the job recorded, read here: the service's database
-            # connections belong to this loop, not to the engine's
-            live.count_rows(await self.records(row.id).base_counts())
-            done = asyncio.get_running_loop().run_in_executor(
-                self._threads, self._engine_thread, live, store)
+            # what earlier runs of the job recorded, counted again by its process
+            base = await self.records(row.id).base_counts()
+            spec = self._spec(row, base)
+            proc = live.proc = await JobProcess.start(spec)
+            if live.share != spec["limit"]:  # the shares changed while it started
+                proc.send({"op": "concurrency", "limit": live.share})
+            if live.stop is not None:  # a stop came while it started
+                live.request_stop(live.grace)
             try:
-                await asyncio.shield(done)
+                async for message in proc.messages():
+                    self._heard(live, message)
+                code = await proc.wait()
             except asyncio.CancelledError:
-                live.request_stop(0)  # requests in flight go back to pending
-                await asyncio.wait([done])
+                await asyncio.shield(proc.close())  # requests in flight go back to pending
                 raise
+            ended = live.ended or {}
+            if ended.get("type") == "error":
+                error = str(ended["error"])
+            elif not ended and code != EXIT_INTERRUPTED and live.stop is None:
+                # it died while it ran (a crash, SIGKILL, the OOM killer); one that had
+                # to be killed as it was being stopped has stopped all the same
+                error = exit_description(proc.pid, code)
+                log.error("job %s: %s", row.id, error)
         except Exception as exc:  # a failed job is a state, not a crash of the service
             log.exception("job %s failed", row.id)
             error = f"{type(exc).__name__}: {exc}"
@@ -426,48 +438,30 @@ class JobManager:
             try:
                 await asyncio.shield(self._finish(live, error))
             finally:
-                self._live.pop(row.id, None)
-                live.done.set()
-                self._wake.set()
+                self._end(live)
 
-    def _engine_thread(self, live: Live, store: Store) -> None:
-        """The job's engine on a loop of its own (uvloop when present), in this thread."""
-        from shoal._runtime import loop_factory
-
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            runner.run(self._engine_main(live, store))
-
-    async def _engine_main(self, live: Live, store: Store) -> None:
-        assert self._loop is not None
-        live.loop = asyncio.get_running_loop()
-        try:
-            await store.open()
-            if live.stop is None:  # else a stop came before this loop could hear of it
-                source = await asyncio.to_thread(self._source, live.row)
-                await live.engine.run(source)
-        finally:
-            live.loop = None
-            await store.close()
+    def _end(self, live: Live) -> None:
+        """The job's process is over: its share goes to the others."""
+        self._live.pop(live.row.id, None)
+        self.metrics.observe_share(live.row.id, 0)
+        live.done.set()
+        self._reshare()
+        self._wake.set()
 
     async def _finish(self, live: Live, error: str | None) -> None:
         row = live.row
-        # the engine's thread has ended: its counters are final
-        stats = live.engine.statistics()
-        live._stats, live._stats_at = stats, time.monotonic()
-        part = live_summary(live, stats)
-        part["counts"]["in_flight"] = part["counts"]["queued"] = 0
-        part["rates"]["pages_per_second"] = 0.0
-        for h in part["hosts"]:
-            h["in_flight"] = h["queued"] = 0
-        if live.previous is not None or live.records:
-            self.metrics.observe_job(row.id, stats, live.previous)
+        part = stopped_summary(live.part) if live.part is not None else row.summary
+        ended = live.ended or {}
+        # interrupted with no stop asked for (a SIGTERM from outside): it stays running
+        # and starts again, unless the service is stopping
+        stop = live.stop or ("shutdown" if ended.get("interrupted") or not ended else None)
         state, finished = {
             None: (JobState.COMPLETED, utc_now_iso()),
             "pause": (JobState.PAUSED, None),
             "cancel": (JobState.CANCELLED, utc_now_iso()),
             "delete": (JobState.CANCELLED, utc_now_iso()),
             "shutdown": (JobState.RUNNING, None),
-        }[live.stop]
+        }[stop]
         if error is not None:
             state, finished = JobState.FAILED, utc_now_iso()
         row.summary = part

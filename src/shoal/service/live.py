@@ -1,10 +1,11 @@
-"""A running job as the service sees it: its engine and the counters fed by its records."""
+"""A running job's live figures, made in the job's process and reported to the service.
+
+The counters are fed from each committed batch of records; ``live_summary`` adds what
+the engine knows (counts, rates, each host's slots, delay and robots state).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import heapq
 import time
 from collections import Counter, deque
@@ -17,48 +18,21 @@ import orjson
 from shoal.core import urls as urlmod
 from shoal.engine.engine import Engine
 from shoal.engine.stats import Statistics
-from shoal.service.jobdb import JobRow
 
 LATEST = 20  # latest records kept per running job for the dashboard
 HOSTS_SHOWN = 100  # hosts in a job's summary, most pages first
-STATS_TTL = 0.2  # seconds a job's statistics snapshot is reused for
+
 
 @dataclass(slots=True, eq=False)
-class Live:
-    """A job with an engine: its counters, fed from each committed batch of records."""
+class Tally:
+    """A job's counters, fed from each committed batch of records (in the job's process)."""
 
-    row: JobRow
-    engine: Engine
-    stop: str | None = None  # pause | cancel | delete | shutdown
-    done: asyncio.Event = field(default_factory=asyncio.Event)
     hosts: dict[str, list[int]] = field(default_factory=dict)  # host -> [pages, errors]
     status: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     body_bytes: int = 0
     records: int = 0
     latest: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LATEST))
-    event: bytes = b""  # the last progress snapshot, JSON
-    previous: Statistics | None = None  # the last snapshot passed to the metrics
-    loop: asyncio.AbstractEventLoop | None = None  # the engine's own loop, while it runs
-    _stats: Statistics | None = None
-    _stats_at: float = 0.0
-
-    def request_stop(self, grace: float) -> None:
-        """Ask the engine (on its own thread) to stop; safe before and after it runs."""
-        loop = self.loop
-        if loop is None:
-            return  # not started yet: it checks ``stop`` before running
-        with contextlib.suppress(RuntimeError):  # its loop has closed: the engine ended
-            loop.call_soon_threadsafe(functools.partial(self.engine.request_stop,
-                                                        grace=grace))
-
-    def statistics(self) -> Statistics:
-        """The engine's statistics, taken at most every STATS_TTL seconds: API requests
-        may ask often, and a snapshot costs more the longer the job has run."""
-        now = time.monotonic()
-        if self._stats is None or now - self._stats_at >= STATS_TTL:
-            self._stats, self._stats_at = self.engine.statistics(), now
-        return self._stats
 
     def ingest(self, rows: list[tuple[str, int | None, str | None, int, dict[str, Any]]]
                ) -> None:
@@ -66,8 +40,7 @@ class Live:
             self.count(host, status, kind, size, 1)
             self.latest.append(record)
 
-    def count_rows(self, rows: Sequence[tuple[str, int | None, str | None, int | None, int]]
-                   ) -> None:
+    def count_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         """Add what earlier runs of this job recorded (host, status, kind, bytes, count)."""
         for host, status, kind, size, n in rows:
             self.count(host, status, kind, int(size or 0), n)
@@ -102,13 +75,13 @@ def parse_records(rows: list[tuple[int, bytes]]
     return out
 
 
-def live_summary(live: Live, stats: Statistics) -> dict[str, Any]:
+def live_summary(tally: Tally, engine: Engine, stats: Statistics) -> dict[str, Any]:
     """The live part of a running job's summary: counts, rates, hosts, latest records."""
-    sched = live.engine.sched
-    config = live.engine.config
+    sched = engine.sched
+    config = engine.config
     now = time.monotonic()
     # most pages first; nlargest keeps this linear for a crawl over many thousand hosts
-    top = heapq.nlargest(HOSTS_SHOWN, live.hosts.items(), key=lambda kv: kv[1][0])
+    top = heapq.nlargest(HOSTS_SHOWN, tally.hosts.items(), key=lambda kv: kv[1][0])
     hosts = []
     for key, (pages, errors) in top:
         if not key:
@@ -133,9 +106,18 @@ def live_summary(live: Live, stats: Statistics) -> dict[str, Any]:
                    "queued": stats.queued},
         "rates": {"pages_per_second": round(stats.pages_per_second, 2),
                   "elapsed": round(stats.elapsed, 2)},
-        "bytes": live.body_bytes,
-        "status_classes": dict(live.status),
-        "errors": dict(live.errors),
+        "bytes": tally.body_bytes,
+        "status_classes": dict(tally.status),
+        "errors": dict(tally.errors),
         "hosts": hosts,
-        "latest": list(live.latest)[-10:],
+        "latest": list(tally.latest)[-10:],
     }
+
+
+def stopped_summary(part: dict[str, Any]) -> dict[str, Any]:
+    """A job's last live summary as it stays once its process has ended: nothing in
+    flight or queued any more."""
+    part = {**part, "counts": {**part["counts"], "in_flight": 0, "queued": 0},
+            "rates": {**part["rates"], "pages_per_second": 0.0},
+            "hosts": [{**h, "in_flight": 0, "queued": 0} for h in part["hosts"]]}
+    return part

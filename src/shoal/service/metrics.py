@@ -61,6 +61,10 @@ class Metrics:
                                registry=r)
         self.queued = Gauge("shoal_queued", "URLs in memory waiting for a host slot.", ["job"],
                             registry=r)
+        self.share = Gauge("shoal_job_concurrency_share",
+                           "Requests in flight the job may have now: its fair share of the "
+                           "service's fetch budget (--concurrency); 0 once it stops.",
+                           ["job"], registry=r)
         self.rate = Gauge("shoal_pages_per_second", "Recent rate of records (last seconds).",
                           ["job"], registry=r)
         self.lag = Histogram("shoal_event_loop_lag_seconds",
@@ -92,6 +96,9 @@ class Metrics:
         self.queued.labels(job_id).set(stats.queued)
         self.rate.labels(job_id).set(stats.pages_per_second)
 
+    def observe_share(self, job_id: str, share: int) -> None:
+        self.share.labels(job_id).set(share)
+
     @staticmethod
     def _advance(counter: Counter, delta: int) -> None:
         if delta > 0:
@@ -99,7 +106,7 @@ class Metrics:
 
     def forget_job(self, job_id: str) -> None:
         """Drop a job's series (e.g. once the job is deleted), keeping cardinality bounded."""
-        for metric in (self.bytes, self.in_flight, self.queued, self.rate):
+        for metric in (self.bytes, self.in_flight, self.queued, self.rate, self.share):
             with contextlib.suppress(KeyError):
                 metric.remove(job_id)
         for counter, labels in ((self.pages, STATUS_CLASSES), (self.errors, ERROR_KINDS)):

@@ -7,7 +7,7 @@ those constructors still refuse (a regex that does not compile) becomes a 422 to
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -86,3 +86,17 @@ class CrawlJob(BaseModel):
 
 
 JobRequest = Annotated[FetchJob | CrawlJob, Field(discriminator="kind")]
+
+
+def job_config(kind: str, options: dict[str, Any], *, allow_net: tuple[str, ...]
+               ) -> tuple[Config, CrawlOptions | None]:
+    """A stored job's engine settings (its options checked again: they were stored by an
+    older version, or ``--allow-net`` changed since).
+
+    Raises:
+        pydantic.ValidationError, ConfigError: the options are no longer valid.
+    """
+    if kind == "crawl":
+        opts = CrawlJobOptions.model_validate(options)
+        return opts.config(allow_net=allow_net), opts.crawl_options()
+    return FetchOptions.model_validate(options).config(allow_net=allow_net), None

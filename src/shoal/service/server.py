@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
-from aiohttp.abc import AbstractResolver
 from fastapi import FastAPI
 
+from shoal.client.resolver import TableResolver
 from shoal.service.app import create_app, is_loopback
 from shoal.service.jobs import JobManager
 from shoal.service.settings import ServiceSettings
@@ -64,7 +64,7 @@ class ServiceServer(uvicorn.Server):
 
 def build_server(settings: ServiceSettings, *, host: str, port: int,
                  sockets: list[socket.socket] | None = None,
-                 resolver: AbstractResolver | None = None) -> ServiceServer:
+                 resolver: TableResolver | None = None) -> ServiceServer:
     """The app and its uvicorn server (not yet started)."""
     app: FastAPI = create_app(settings, loopback=is_loopback(host), resolver=resolver)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning",

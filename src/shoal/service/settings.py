@@ -21,6 +21,7 @@ class ServiceSettings:
     jobs_root: str | None = None  # where each job's URL file (and SQLite state) lives
     allow_net: tuple[str, ...] = ()  # networks the private-network guard lets through
     max_running: int = 8  # jobs running at once; more wait in the queue
+    concurrency: int = 200  # requests in flight of all running jobs together (fair shares)
     max_jobs_per_token: int = 4  # queued or running jobs one token may have
     max_urls_per_job: int = 1_000_000  # input URLs of a fetch, pages of a crawl
     max_body: int = 1 * MiB  # largest JSON request body
@@ -33,9 +34,13 @@ class ServiceSettings:
         for flag, value in (("--max-running", self.max_running),
                             ("--max-jobs-per-token", self.max_jobs_per_token),
                             ("--max-urls-per-job", self.max_urls_per_job),
-                            ("--max-body", self.max_body), ("--max-upload", self.max_upload)):
+                            ("--max-body", self.max_body), ("--max-upload", self.max_upload),
+                            ("--concurrency", self.concurrency)):
             if value < 1:
                 raise ConfigError(f"{flag} must be >= 1, got {value}")
+        if self.concurrency < self.max_running:
+            raise ConfigError(f"--concurrency must be >= --max-running ({self.max_running}): "
+                              f"every running job needs a request slot, got {self.concurrency}")
         if self.postgres:
             return
         if self.db.startswith("sqlite:///"):
