@@ -108,3 +108,25 @@ async def test_absurd_retry_after_is_recorded_at_once() -> None:
     r = records[0]
     assert r.status == 503 and r.error is not None and r.error.kind == "http"
     assert "86400" in r.error.message and r.attempts == 1
+
+
+async def test_a_paced_host_whose_urls_lie_beyond_the_window_is_not_left_idle() -> None:
+    """Host B has one URL at the top of the input and the rest after all of A's; with a
+    window smaller than A's share, B's later URLs are taken from the frontier as soon as
+    B runs short, so both hosts are paced side by side (in series this takes 1.5 times as
+    long)."""
+    a_pages = {f"/a/{i}": html_page("a") for i in range(40)}
+    b_pages = {f"/b/{i}": html_page("b") for i in range(20)}
+    async with contextlib.AsyncExitStack() as stack:
+        a = await stack.enter_async_context(TimedServer(a_pages))
+        b = await stack.enter_async_context(TimedServer(b_pages))
+        urls = ([b.url("/b/0")] + [a.url(f"/a/{i}") for i in range(40)]
+                + [b.url(f"/b/{i}") for i in range(1, 20)])
+        cfg = shoal.Config(concurrency=4, per_host=1, delay=0.05, window=8, robots=False)
+        records = await shoal.fetch(urls, cfg)
+    assert len(records) == 60 and all(r.status == 200 for r in records)
+    a_starts, b_starts = a.log.starts(), b.log.starts()
+    assert a.log.min_gap() >= 0.05 and b.log.min_gap() >= 0.05
+    # B's last request came while A was still being fetched, not after it
+    assert max(b_starts) < max(a_starts), (max(b_starts) - min(a_starts),
+                                           max(a_starts) - min(a_starts))

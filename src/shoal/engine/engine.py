@@ -27,7 +27,7 @@ from shoal.core import urls
 from shoal.core.scope import Scope
 from shoal.engine.lag import LagMonitor
 from shoal.engine.offload import Offload
-from shoal.engine.scheduler import Host, Job, Scheduler
+from shoal.engine.scheduler import REFILL_LOW, Host, Job, Scheduler
 from shoal.engine.shards import Followers, Shard
 from shoal.engine.shared import HOST_TURN, Leases, lease_for
 from shoal.engine.source import Source
@@ -503,6 +503,10 @@ class Engine:
         self._feeder_wakeup.set()
 
     def _request_refill(self, host: Host) -> None:
+        if not host.overflow and (host.drained == self._generation
+                                  or self.sched.queued >= 2 * self.config.frontier_window):
+            host.refilling = False  # none of its URLs came since the last refill, or memory
+            return
         self._refills.append(host)
         self._feeder_wakeup.set()
 
@@ -521,11 +525,15 @@ class Engine:
                 host = self._refills.popleft()
                 room = min(self._room(host), self._budget())
                 want = min(sched.host_cap - host.waiting, room)
+                if not host.overflow:  # a short queue: a fair part of the window
+                    want = min(want, max(4 * REFILL_LOW, window // max(sched.hosts_active, 1)))
+                generation = self._generation  # rows added during the query may be missed
                 rows = await store.pending_for_host(host.key, host.last_id, max(want, 1), level)
                 host.refilling = False
                 if len(rows) < want or room <= len(rows):
                     host.overflow = False
                     overflowing.discard(host.key)
+                    host.drained = generation
                 for row in rows[:max(want, 0)]:
                     self._admit(row)
             if self._budget() <= 0:

@@ -61,6 +61,7 @@ class Job:
 
 PACE_MARGIN = 0.002  # seconds added to every per-host delay ...
 PACE_MARGIN_SHARE = 0.02  # ... and this share of it
+REFILL_LOW = 4  # a host's queue this short asks the frontier for more of its URLs
 MAX_HOSTS = 50_000  # hosts kept in memory; idle ones beyond this are forgotten
 MAX_ROBOTS = 50_000  # robots.txt policies remembered for forgotten hosts
 
@@ -73,6 +74,7 @@ class Host:
         "admitted",
         "crawl_delay",
         "delayed",
+        "drained",
         "inflight",
         "key",
         "last_id",
@@ -102,6 +104,7 @@ class Host:
         self.scheduled = False  # in the ready queue or the timer heap
         self.overflow = False  # the frontier holds pending URLs of this host not in memory
         self.refilling = False
+        self.drained = -1  # the frontier generation at which a refill found nothing more
         self.last_id = 0  # highest frontier id of this host taken into memory
         self.active = False
         self.admitted = 0  # URLs of this host taken from the frontier (--max-pages-per-host)
@@ -141,7 +144,8 @@ class Scheduler:
         self.stopping = False  # no new starts; get() returns None
         self.finished = False  # nothing left anywhere; get() returns None
         self.on_low: Callable[[], None] = lambda: None  # the feeder wants to know
-        self.on_refill: Callable[[Host], None] = lambda host: None
+        # asked for more URLs of a host; it clears ``refilling`` when done (or at once)
+        self.on_refill: Callable[[Host], None] = _no_refill
         self.host_cap = max(config.per_host * 8, 64)  # URLs of one host held in memory
         # Shared frontier: whether this process may start requests to a host now (it owns
         # the host and its leases are fresh); hosts it answers False for wait until poked.
@@ -319,7 +323,10 @@ class Scheduler:
             self._poke(h, now)
             if ready:
                 self._wake_one()
-            if h.overflow and not h.refilling and len(h.queue) <= self.host_cap // 2:
+            if not h.refilling and ((h.overflow and len(h.queue) <= self.host_cap // 2)
+                                    or len(h.queue) < REFILL_LOW):
+                # URLs of this host further down the frontier than the window reaches:
+                # without them a paced host would sit idle while others fill the window
                 h.refilling = True
                 self.on_refill(h)
             if self.queued < self.config.frontier_window // 2:
@@ -435,3 +442,6 @@ class Scheduler:
             self.hosts_active -= 1
             self._idle[h.key] = None
 
+
+def _no_refill(host: Host) -> None:
+    host.refilling = False  # nobody feeds this scheduler from a frontier
