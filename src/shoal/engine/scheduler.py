@@ -323,10 +323,12 @@ class Scheduler:
             self._poke(h, now)
             if ready:
                 self._wake_one()
-            if not h.refilling and ((h.overflow and len(h.queue) <= self.host_cap // 2)
-                                    or len(h.queue) < REFILL_LOW):
-                # URLs of this host further down the frontier than the window reaches:
-                # without them a paced host would sit idle while others fill the window
+            if not h.refilling and (
+                    (h.overflow and len(h.queue) <= self.host_cap // 2)
+                    or (len(h.queue) < REFILL_LOW and self.delay_of(h) > 0)):
+                # URLs of a paced host further down the frontier than the window reaches:
+                # without them it would sit idle while other hosts fill the window (a host
+                # without a delay is not held back: the others take up its share)
                 h.refilling = True
                 self.on_refill(h)
             if self.queued < self.config.frontier_window // 2:
