@@ -125,6 +125,7 @@ class Engine:
         self.config = config
         self._tailing = self._followers is not None  # the tail counts every record
         self._tail_mode = self._shard is not None or shared is not None  # no sink output
+        self._tail_done = asyncio.Event()  # the run is over: the tail task ends its loop
         self.store = store
         self.output = output
         self.mode = "crawl" if crawl is not None else "fetch"
@@ -291,8 +292,9 @@ class Engine:
                 monitors = [tg.create_task(self.lag.run(), name="shoal-lag")]
                 if self._leases is not None:
                     monitors.append(tg.create_task(self._leases.run(), name="shoal-leases"))
+                tailer = None
                 if tail:
-                    monitors.append(tg.create_task(self._tail(), name="shoal-tail"))
+                    tailer = tg.create_task(self._tail(), name="shoal-tail")
                 if self._progress is not None:
                     monitors.append(tg.create_task(self._progress(self.statistics),
                                                    name="shoal-progress"))
@@ -315,6 +317,11 @@ class Engine:
                 await writer
                 if self._followers is not None:
                     await self._followers.wait()  # they finish their hosts; tail goes on
+                if tailer is not None:
+                    # never cancelled mid-step: a batch read but not yet written would be
+                    # skipped by the last tail below (its seq already passed)
+                    self._tail_done.set()
+                    await tailer
                 for t in (*helpers, feeder, *monitors):
                     t.cancel()
             if self._followers is not None:
@@ -409,12 +416,14 @@ class Engine:
     async def _tail(self) -> None:
         """Append records as they are committed, whoever fetched them; with --workers,
         stop everything if a follower died."""
-        while True:
+        while not self._tail_done.is_set():
             await self._tail_once()
             if (self._followers is not None and self._followers.failed() is not None
                     and not self._stop_requested):
                 self.request_stop(grace=0.0)
-            await asyncio.sleep(TAIL_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TAIL_INTERVAL):
+                    await self._tail_done.wait()
 
     async def _tail_once(self) -> None:
         wrote = False
