@@ -68,6 +68,16 @@ class Backend:
             await conn.close()
 
 
+async def drop_schemas(url: str, backend: Backend) -> None:
+    """Drop every schema the service of ``backend`` made in the database at ``url``."""
+    conn = await asyncpg.connect(url)
+    try:
+        for schema in await backend.schemas():
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
@@ -78,9 +88,4 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     try:
         yield b
     finally:
-        conn = await asyncpg.connect(url)
-        try:
-            for schema in await b.schemas():
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_schemas(url, b)

@@ -14,7 +14,7 @@ from shoal.client.resolver import TableResolver
 from tests.conftest import run_shoal
 from tests.integration.test_netguard import PRIVATE, PUBLIC
 from tests.servers import html_page, redirect, site, slow
-from tests.service.conftest import Backend
+from tests.service.conftest import Backend, drop_schemas
 from tests.service.harness import service
 
 pytestmark = pytest.mark.timeout(60)
@@ -185,9 +185,4 @@ async def test_a_lost_database_connection_is_a_503_not_a_crash(tmp_path: Path) -
             again = await svc.start_job({"kind": "fetch", "urls": [srv.url("/")]})
             assert (await svc.wait_job(again["id"]))["state"] == "completed"
     finally:
-        conn = await asyncpg.connect(url)
-        try:
-            for schema in await backend.schemas():
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_schemas(url, backend)

@@ -208,7 +208,7 @@ def _fast_host(host: str) -> bool:
 def _ends_in_number(host: str) -> bool:
     """A cheap first test for WHATWG's "ends in a number" (``_ipv4`` decides)."""
     last = host.rstrip(".")[-1:]
-    return last.isdigit() or (last != "" and "0x" in host) or (last != "" and "0X" in host)
+    return last.isdigit() or (last != "" and "0x" in host.lower())
 
 
 def _percent_decode(text: str) -> str | None:
