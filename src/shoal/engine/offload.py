@@ -139,27 +139,39 @@ def _digest_parse(body: bytes, charset: str | None, parse: bool, want_links: boo
     digest = hashlib.sha256(body).hexdigest()
     return digest, parse_html(body, charset, want_links=want_links) if parse else None
 
+_Call = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
 
 class PageThread:
-    """One thread that runs CPU-bound calls for a loop, in order, and hands the results
-    back in batches: one ``call_soon_threadsafe`` for all the results that are ready."""
+    """One thread that runs CPU-bound calls for a loop, in order. Calls go over in
+    batches (all those submitted in one turn of the loop: one wake-up of the thread) and
+    results come back in batches (one ``call_soon_threadsafe`` for all that are ready):
+    every wake-up is a context switch and a hand-over of the GIL."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[..., Any],
-                                             tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Call] | None] = queue.SimpleQueue()
+        self._outbox: list[_Call] = []  # submitted in this turn of the loop
         self._thread = threading.Thread(target=self._run, name="shoal-page", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """``fn(*args)`` on the thread; call from the loop's thread only."""
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put((fut, fn, args))
+        if not self._outbox:
+            self._loop.call_soon(self._send)
+        self._outbox.append((fut, fn, args))
         return fut
 
+    def _send(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        self._queue.put(outbox)
+
     def close(self) -> None:
-        """The thread ends after the calls already queued (their results are dropped once
-        the loop is closed)."""
+        """The thread ends after the calls already submitted (their results are dropped
+        once the loop is closed)."""
+        if self._outbox:
+            self._send()
         self._queue.put(None)
 
     def _run(self) -> None:
@@ -167,27 +179,27 @@ class PageThread:
         ready: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         while True:
             if not ready:
-                item = q.get()
+                calls = q.get()
             else:
                 try:
-                    item = q.get_nowait()
+                    calls = q.get_nowait()
                 except queue.Empty:  # nothing more queued: hand over what is ready
                     if not self._hand_over(ready):
                         return
                     ready = []
                     continue
-            if item is None:
+            if calls is None:
                 self._hand_over(ready)
                 return
-            fut, fn, args = item
-            try:
-                ready.append((fut, fn(*args), None))
-            except Exception as exc:  # raised where the caller awaits
-                ready.append((fut, None, exc))
-            if len(ready) >= RESULT_BATCH:
-                if not self._hand_over(ready):
-                    return
-                ready = []
+            for fut, fn, args in calls:
+                try:
+                    ready.append((fut, fn(*args), None))
+                except Exception as exc:  # raised where the caller awaits
+                    ready.append((fut, None, exc))
+                if len(ready) >= RESULT_BATCH:
+                    if not self._hand_over(ready):
+                        return
+                    ready = []
 
     def _hand_over(self, ready: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
                    ) -> bool:
@@ -198,6 +210,7 @@ class PageThread:
         except RuntimeError:  # the loop is closed: nobody waits for these
             return False
         return True
+
 
 
 def _settle_all(ready: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
