@@ -16,6 +16,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from shoal.client.capture import Capture
+from shoal.client.deadline import Deadlines
 from shoal.client.decoders import Overflow, decoder_for
 from shoal.client.errors import map_exception
 from shoal.client.guard import GuardedConnector
@@ -96,6 +97,7 @@ class Fetcher:
         self.on_sent: Callable[[Any], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._traced: aiohttp.ClientSession | None = None
+        self._deadlines = Deadlines()  # one timer per tick, not one per request
 
     async def __aenter__(self) -> Fetcher:
         cfg = self._config
@@ -187,7 +189,7 @@ class Fetcher:
         resp: aiohttp.ClientResponse | None = None
         cap: Capture | None = None
         try:
-            async with asyncio.timeout(timeout):
+            async with self._deadlines.after(timeout):
                 # the URL is already normalised and percent-encoded: skip yarl's re-quoting
                 resp = await session.get(URL(url, encoded=True), allow_redirects=False,
                                          headers=headers, trace_request_ctx=token)
