@@ -7,6 +7,9 @@ The state database is the truth: a URL is done when its record is committed ther
 the output is written from what was committed. Anything in memory (the window, retries
 waiting, requests in flight) is simply pending in the database and is fetched again by a
 rerun after a crash.
+
+The loader and feeder are in ``feeder.py``, the writer and output in ``writer.py``; the
+state they share is declared in ``parts.py``.
 """
 
 from __future__ import annotations
@@ -19,32 +22,29 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-import orjson
-
 from shoal.client.fetcher import Fetcher
 from shoal.config import Config, CrawlOptions
 from shoal.core import urls
 from shoal.core.scope import Scope
+from shoal.engine.feeder import Feeding
 from shoal.engine.lag import LagMonitor
 from shoal.engine.offload import Offload
-from shoal.engine.scheduler import REFILL_LOW, Host, Job, Scheduler
+from shoal.engine.parts import STOP_GRACE, Result, SharedRun
+from shoal.engine.scheduler import Host, Scheduler
 from shoal.engine.shards import Followers, Shard
-from shoal.engine.shared import HOST_TURN, Leases, lease_for
+from shoal.engine.shared import Leases, lease_for
 from shoal.engine.source import Source
 from shoal.engine.stats import Statistics
 from shoal.engine.steps import Steps
+from shoal.engine.writer import WRITE_BATCH, Writing
 from shoal.errors import FetchError, ShoalError, StoreError, WorkerError
 from shoal.export import EXTRAS_META
 from shoal.extract.router import Router
 from shoal.output import Output
-from shoal.records import Record, utc_now_iso
+from shoal.records import utc_now_iso
 from shoal.store.base import (
-    PAGE,
     SITEMAP,
-    DoneUrl,
     NewUrl,
-    PageData,
-    PendingRow,
     SharedStore,
     Store,
 )
@@ -53,28 +53,9 @@ if TYPE_CHECKING:
     from shoal.recrawl import Previous
     from shoal.warc import WarcWriter
 
-LOAD_BATCH = 5_000
-NORMALIZE_SLICE = 250  # input lines normalised between two turns of the loop
-WRITE_BATCH = 1_000
-WRITE_INTERVAL = 0.25
-TAIL_INTERVAL = 0.2  # how often records committed by other processes are appended
+__all__ = ["STOP_GRACE", "Engine", "RunResult", "SharedRun"]
+
 RATE_WINDOW = 10.0  # seconds the "pages per second" figure looks back
-STOP_GRACE = 5.0  # seconds requests in flight may take to finish after SIGINT/SIGTERM
-
-
-# a worker's result: (url id, record, links found, PAGE/SITEMAP, items and validators)
-_Result = tuple[int, Record, list[NewUrl], int, PageData | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SharedRun:
-    """How this process takes part in a job shared through PostgreSQL."""
-
-    owner: str  # unique among the processes on the job
-    lease: float | None = None  # seconds; default --timeout + 30
-    submit: bool = True  # load the input (the submitting process); workers only join
-    meta: dict[str, str] | None = None  # what workers need to run the job (config, crawl)
-    turn: float = HOST_TURN  # seconds a host is kept before it is offered to others
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +70,7 @@ class RunResult:
     output_closed: bool = False  # the reader of the output pipe left (`| head`)
 
 
-class Engine:
+class Engine(Feeding, Writing):
     """Runs one fetch job to completion against a store, an output and a source."""
 
     def __init__(
@@ -156,7 +137,7 @@ class Engine:
         self._previous = previous  # --since: closed when the run ends
         self._extract = bool(router)  # records carry `items`
         self._warc = warc  # closed (flushed, synced) when the run ends
-        self._results: asyncio.Queue[_Result | None] = asyncio.Queue(
+        self._results: asyncio.Queue[Result | None] = asyncio.Queue(
             maxsize=max(2 * WRITE_BATCH, config.concurrency * 4))
         self._feeder_wakeup = asyncio.Event()
         self._refills: deque[Host] = deque()
@@ -382,262 +363,6 @@ class Engine:
         if extras and ",".join(sorted(extras)) != meta.get(EXTRAS_META):
             await self.store.set_meta({EXTRAS_META: ",".join(sorted(extras))})
 
-    async def _replay(self, out: Output) -> None:
-        """Append records committed after the last complete output line."""
-        while rows := await self.store.records_after(out.seq):
-            await self.store.in_thread(out.write, rows)
-        await self.store.in_thread(out.sync)
-
-    def _close_output(self) -> None:
-        assert self.output is not None
-        if not self.output.failed:  # else it would only fail again
-            self.output.sync()
-        self.output.close()
-
-    def _sink(self, rows: list[tuple[int, bytes]]) -> None:
-        """After a commit, on the store thread: append to the output, tell the library."""
-        if self._tail_mode:
-            return  # the tail writes every record of the job (or of every --workers process)
-        self._deliver(rows)
-
-    def _deliver(self, rows: list[tuple[int, bytes]]) -> None:
-        if self.output is not None and not self.output_closed:
-            try:
-                self.output.write(rows)
-                self.output.sync(at_most_every=5.0)
-            except BrokenPipeError:  # the reader left (`shoal fetch ... | head`): stop
-                self.output_closed = True
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(lambda: self.request_stop(grace=0))
-        if self._on_records is not None:
-            self._on_records(rows)
-
-    # -- tail: records of every process (a shared job, --workers) -> output ---------------
-    async def _tail(self) -> None:
-        """Append records as they are committed, whoever fetched them; with --workers,
-        stop everything if a follower died."""
-        while not self._tail_done.is_set():
-            await self._tail_once()
-            if (self._followers is not None and self._followers.failed() is not None
-                    and not self._stop_requested):
-                self.request_stop(grace=0.0)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TAIL_INTERVAL):
-                    await self._tail_done.wait()
-
-    async def _tail_once(self) -> None:
-        wrote = False
-        while rows := await self.store.records_after(self._tail_seq):
-            self._tail_seq = rows[-1][0]
-            await self.store.in_thread(self._deliver, rows)
-            wrote = True
-            if self._tailing:  # --workers: the summary counts every process's records
-                self._done += len(rows)
-                for _, line in rows:
-                    rec = orjson.loads(line)
-                    if rec["status"] is not None:
-                        self._status[f"{rec['status'] // 100}xx"] += 1
-                    if rec["error"] is not None:
-                        self._errors[rec["error"]["kind"]] += 1
-                    self._bytes += rec["bytes"] or 0
-        if wrote and self.output is not None:
-            await self.store.in_thread(self.output.sync)
-            await self.store.set_meta(self.output.mark())
-
-    # -- loader: input -> frontier ----------------------------------------------------------
-    async def _load(self, source: Source) -> None:
-        if self.shared is not None and not self.shared.submit:
-            self._input_done = True  # a worker joins a job; its submitter loads the input
-            return
-        store = self.store
-        crawl = self.mode == "crawl"
-        sitemaps = self.crawl is not None and self.crawl.sitemaps
-        while not self._stop_requested:
-            # reading blocks (a pipe may wait for its writer): a thread does it. Normalising
-            # is CPU work: on a thread it would contend for the GIL with the loop for the
-            # whole batch, so it runs here in small slices, the loop going round between.
-            lines, position = await asyncio.to_thread(_read_lines, source)
-            new: list[NewUrl] = []
-            done: list[DoneUrl] = []
-            recrawl = self._previous is not None
-            for i in range(0, len(lines), NORMALIZE_SLICE):
-                _normalize_lines(lines[i:i + NORMALIZE_SLICE], crawl, new, done,
-                                 recrawl=recrawl, extract=self._extract)
-                await asyncio.sleep(0)
-            if not new and not done:
-                break
-            if sitemaps:
-                new += [NewUrl(h + "/sitemap.xml", h, 0, None, SITEMAP)
-                        for h in dict.fromkeys(u.host for u in new)]
-            meta = {"input_pos": str(position)}
-            if self.output is not None:
-                meta.update(self.output.mark())
-            written = await store.add(new, done, meta, self._sink)
-            self._generation += 1
-            if not self._tailing:
-                for _, line in written:  # invalid lines: records of this run
-                    self._errors[orjson.loads(line)["error"]["kind"]] += 1
-                self._done += len(written)
-            self._admitted += len(written)  # records in all: --max-pages counts them too
-            self._feeder_wakeup.set()
-        if not self._stop_requested and self._previous is not None and self.crawl is not None:
-            await self._load_previous()
-        if not self._stop_requested:
-            if self.shared is not None or self._followers is not None:
-                await store.set_meta({"loaded": "1"})  # others may now tell when it is done
-            self._input_done = True
-            self._known, _ = await store.counts()
-            self._feeder_wakeup.set()
-
-    async def _load_previous(self) -> None:
-        """--since in a crawl: every page of the previous run joins the frontier at its
-        previous depth and parent (a 304 carries no links to find them by)."""
-        assert self._previous is not None and self.crawl is not None
-        assert self._scope is not None
-        max_depth = self.crawl.max_depth
-        pos = int((await self.store.get_meta()).get("since_pos", "0"))
-        while not self._stop_requested:
-            rows = await self._previous.pages_after(pos, LOAD_BATCH)
-            if not rows:
-                return
-            pos = rows[-1][0]
-            new = [u for _, u in rows if self._scope.allows(u.url)
-                   and (max_depth is None or u.depth <= max_depth)]
-            await self.store.add(new, (), {"since_pos": str(pos)})
-            self._generation += 1
-            self._feeder_wakeup.set()
-
-    # -- feeder: frontier -> scheduler ------------------------------------------------------
-    def _wake_feeder(self) -> None:
-        self._feeder_wakeup.set()
-
-    def _request_refill(self, host: Host) -> None:
-        if not host.overflow and (host.drained == self._generation
-                                  or self.sched.queued >= 2 * self.config.frontier_window):
-            host.refilling = False  # none of its URLs came since the last refill, or memory
-            return
-        self._refills.append(host)
-        self._feeder_wakeup.set()
-
-    async def _feed(self) -> None:
-        sched, store, window = self.sched, self.store, self.config.frontier_window
-        cursor = 0
-        overflowing: set[str] = set()
-        # With --max-depth, crawl level by level: a page of depth k starts only once every
-        # page of depth < k has its record, so each depth is the shortest link distance and
-        # the pages within the limit are exactly those fetched.
-        max_depth = self.crawl.max_depth if self.crawl is not None else None
-        level = 0 if max_depth is not None else None
-        while not self._stop_requested:
-            self._feeder_wakeup.clear()
-            while self._refills:
-                host = self._refills.popleft()
-                room = min(self._room(host), self._budget())
-                want = min(sched.host_cap - host.waiting, room)
-                if not host.overflow:  # a short queue: a fair part of the window
-                    want = min(want, max(4 * REFILL_LOW, window // max(sched.hosts_active, 1)))
-                generation = self._generation  # rows added during the query may be missed
-                rows = await store.pending_for_host(host.key, host.last_id, max(want, 1), level)
-                host.refilling = False
-                if len(rows) < want or room <= len(rows):
-                    host.overflow = False
-                    overflowing.discard(host.key)
-                    host.drained = generation
-                for row in rows[:max(want, 0)]:
-                    self._admit(row)
-            if self._budget() <= 0:
-                # --max-pages reached: finish what was taken, take nothing more
-                if sched.idle and self._uncommitted == 0 and not self._refills:
-                    sched.finish()
-                    return
-            elif sched.queued < window:
-                if self._follower and not self._input_done:
-                    meta = await store.get_meta()  # the leader's loader says when it is done
-                    self._input_done = meta.get("loaded") == "1"
-                # what was known before the query: rows added after it are not in its answer
-                input_done, generation = self._input_done, self._generation
-                rows = await store.next_pending(cursor, min(2_000, window - sched.queued), level)
-                if rows:
-                    cursor = rows[-1].id
-                    shard = self._shard
-                    for row in rows:
-                        if shard is not None and not shard.owns(row.host):
-                            continue  # another process's host
-                        host = sched.host(row.host)
-                        if row.id <= host.last_id:
-                            continue  # already taken in by a refill
-                        if row.kind == PAGE and (self._budget() <= 0 or self._room(host) <= 0):
-                            continue  # over --max-pages or this host's cap: left pending
-                        if host.overflow or host.waiting >= sched.host_cap:
-                            # leave it in the frontier: refills take this host's rows in
-                            # id order, so none is skipped for good
-                            if not host.overflow:
-                                host.overflow = True
-                                overflowing.add(host.key)
-                            continue
-                        self._admit(row)
-                    continue
-                if (input_done and generation == self._generation and not overflowing
-                        and sched.idle and self._uncommitted == 0 and not self._refills):
-                    if level is not None and max_depth is not None and level < max_depth:
-                        level += 1  # every page up to this depth is done: the next level
-                        cursor = 0
-                        for host in sched.hosts.values():
-                            host.last_id, host.overflow = 0, False
-                        continue
-                    sched.finish()
-                    return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await self._feeder_wakeup.wait()
-
-    async def _feed_shared(self) -> None:
-        """Claim URLs under leases while the window has room; finish when the job is done
-        (its input loaded and no URL pending anywhere, here or in another process)."""
-        assert self._leases is not None
-        sched, store, window = self.sched, cast(SharedStore, self.store), \
-            self.config.frontier_window
-        generation = self._generation
-        while not self._stop_requested:
-            self._feeder_wakeup.clear()
-            if generation != self._generation:
-                generation = self._generation
-                self._leases.found_more()
-            rows = await self._leases.claim(window - sched.queued)
-            for row in rows:
-                self._admit(row)
-            if rows and sched.queued < window // 2:
-                continue
-            if (not rows and self._input_done and sched.idle and self._uncommitted == 0
-                    and (await store.get_meta()).get("loaded") == "1"
-                    and not await store.has_pending()):
-                sched.finish()
-                return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.5):
-                    await self._feeder_wakeup.wait()
-
-    def _budget(self) -> int:
-        """Records --max-pages still allows us to start."""
-        if self.crawl is None or self.crawl.max_pages is None:
-            return 1 << 62
-        return self.crawl.max_pages - self._done_before - self._admitted
-
-    def _room(self, host: Host) -> int:
-        """URLs --max-pages-per-host still allows on ``host``."""
-        if self.crawl is None or self.crawl.max_pages_per_host is None:
-            return 1 << 62
-        return self.crawl.max_pages_per_host - host.admitted
-
-    def _admit(self, row: PendingRow) -> None:
-        host = self.sched.host(row.host)
-        if row.kind == PAGE:  # sitemaps count against no page budget
-            host.admitted += 1
-            self._admitted += 1
-        host.last_id = max(host.last_id, row.id)
-        self.sched.put(Job(id=row.id, url=row.url, host=row.host, depth=row.depth,
-                           parent=row.parent, kind=row.kind))
-
     # -- workers ----------------------------------------------------------------------------
     async def _work(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -679,96 +404,6 @@ class Engine:
             self._generation += 1
             self._feeder_wakeup.set()
 
-    # -- writer: results -> state DB + output -----------------------------------------------
-    async def _write(self) -> None:
-        """Collect results into batches and commit them in order, one commit at a time,
-        collecting the next batch while the previous one is being committed."""
-        queue = self._results
-        batch: list[tuple[int, bytes | None]] = []
-        found: list[NewUrl] = []
-        pages: list[PageData] = []
-        try:
-            async with asyncio.TaskGroup() as commits:
-                await self._write_loop(queue, batch, found, pages, commits)
-        finally:
-            if batch:  # cancelled (a second SIGINT): keep what was collected
-                await asyncio.shield(self._commit(list(batch), list(found), list(pages)))
-
-    async def _write_loop(self, queue: asyncio.Queue[_Result | None],
-                          batch: list[tuple[int, bytes | None]], found: list[NewUrl],
-                          pages: list[PageData], commits: asyncio.TaskGroup) -> None:
-        committing: asyncio.Task[None] | None = None
-        while True:
-            item = await queue.get()
-            stop = item is None
-            if item is not None:
-                self._collect(item, batch, found, pages)
-            deadline = time.monotonic() + WRITE_INTERVAL
-            while not stop and len(batch) < WRITE_BATCH:
-                sched = self.sched
-                if sched.queued == 0 and (found or sched.in_flight == 0):
-                    break  # workers wait for these links, or nothing else is coming
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(left):
-                            item = await queue.get()
-                    except TimeoutError:
-                        break
-                if item is None:
-                    stop = True
-                    break
-                self._collect(item, batch, found, pages)
-            if batch:
-                if committing is not None:
-                    await committing  # commits stay in order, one at a time
-                committing = commits.create_task(self._commit(list(batch), list(found),
-                                                              list(pages)))
-                batch.clear()
-                found.clear()
-                pages.clear()
-            if stop:
-                return
-
-    def _collect(self, item: _Result, batch: list[tuple[int, bytes | None]],
-                 found: list[NewUrl], pages: list[PageData]) -> None:
-        url_id, record, links, kind, data = item
-        found.extend(links)
-        if data is not None:
-            pages.append(data)
-        if kind == SITEMAP:
-            batch.append((url_id, None))
-            return
-        if not self._tailing:
-            self._count(record)
-        batch.append((url_id, record.to_json()))
-
-    async def _commit(self, batch: list[tuple[int, bytes | None]], found: list[NewUrl],
-                      pages: list[PageData]) -> None:
-        """Records, the links their pages found, their items and validators, in one
-        transaction, then the output."""
-        meta = self.output.mark() if self.output is not None else None
-        added = await self.store.complete(batch, meta, self._sink, found, pages)
-        if found:
-            self._generation += 1
-            self._known += added
-        if not self._tailing:
-            self._done += sum(1 for _, line in batch if line is not None)
-        self._uncommitted -= len(batch)
-        self._feeder_wakeup.set()
-
-    def _count(self, record: Record) -> None:
-        if record.status is not None:
-            self._status[f"{record.status // 100}xx"] += 1
-        if record.error is not None:
-            self._errors[str(record.error.kind)] += 1
-        self._bytes += record.bytes
-
-
 def _own_error(group: BaseExceptionGroup[BaseException]) -> ShoalError | None:
     """The first of the errors a task group failed with, when all of them are shoal's own
     (what the command line reports as a message, not a traceback)."""
@@ -785,19 +420,3 @@ def _own_error(group: BaseExceptionGroup[BaseException]) -> ShoalError | None:
     return None
 
 
-def _read_lines(source: Source) -> tuple[list[str], int]:
-    """A batch of input lines and the input position after them (blocking)."""
-    return source.read(LOAD_BATCH), source.position
-
-
-def _normalize_lines(lines: list[str], crawl: bool, new: list[NewUrl], done: list[DoneUrl],
-                     *, recrawl: bool = False, extract: bool = False) -> None:
-    """URLs for the frontier into ``new``, records for the invalid lines into ``done``."""
-    for line in lines:
-        try:
-            url = urls.normalize(line)
-        except FetchError as exc:
-            done.append(DoneUrl(line, Record(url=line, error=exc, crawl=crawl, recrawl=recrawl,
-                                             items=0 if extract else None).to_json()))
-            continue
-        new.append(NewUrl(url, urls.host_key(url)))
