@@ -26,6 +26,7 @@ from shoal.errors import StoreError
 from shoal.service.jobdb import JobRow, JobState, stored_columns
 from shoal.service.records import SCAN, RecordFilter
 from shoal.service.tokens import HashedRow, KeyColumn, TokenInfo, TokenRow, Tokens
+from shoal.store.pgpool import DB_ERRORS, open_pool
 from shoal.store.postgres import display_dsn, migrate_schema
 
 T = TypeVar("T")
@@ -35,8 +36,7 @@ POOL_SIZE = 4  # connections of the service's own pool (jobs, records, exports)
 JOB_POOL_SIZE = 3  # connections of each running job's store
 TIMEOUT = 30.0  # seconds one call on the service tables may take
 # InternalClientError: a connection the server ended while it sat idle in the pool
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-              asyncpg.InternalClientError, asyncio.TimeoutError)
+_DB_ERRORS = (*DB_ERRORS, asyncpg.InternalClientError, asyncio.TimeoutError)
 
 # Versioned migrations of the service schema ({s}: its quoted name), as tokens.MIGRATIONS.
 MIGRATIONS: tuple[str, ...] = (
@@ -122,27 +122,12 @@ class PgTokenStore(Tokens):
         self._thread.start()
         self._pool: Any = None
         try:
-            self._pool = self._run(self._open(dsn, schema, create))
+            self._pool = self._run(open_pool(
+                dsn, max_size=2, what=f"service database {self.path}", errors=_DB_ERRORS,
+                setup=lambda conn: migrate(conn, schema, create=create, shown=self.path)))
         except BaseException:
             self._stop()
             raise
-
-    async def _open(self, dsn: str, schema: str, create: bool) -> Any:
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to service database {self.path}: {exc}"
-                             ) from exc
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn, schema, create=create, shown=self.path)
-        except _DB_ERRORS as exc:
-            await pool.close()
-            raise StoreError(f"cannot use service database {self.path}: {exc}") from exc
-        except BaseException:
-            await pool.close()
-            raise
-        return pool
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         async def bounded() -> T:
@@ -245,11 +230,8 @@ class PgJobDB:
             raise StoreError(f"service database {self.path}: {exc}") from exc
 
     async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=POOL_SIZE)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to service database {self.path}: {exc}"
-                             ) from exc
+        self._pool = await open_pool(self._dsn, max_size=POOL_SIZE,
+                                     what=f"service database {self.path}", errors=_DB_ERRORS)
         try:
             await self._q("fetchval", "SELECT 1 FROM {s}.jobs LIMIT 1")
         except BaseException:
