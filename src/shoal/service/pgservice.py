@@ -14,13 +14,9 @@ callers use it): its asyncpg pool lives on an event loop of its own, on its own 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import hashlib
-import hmac
-import secrets
 import threading
 from collections.abc import Coroutine
-from types import TracebackType
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -29,7 +25,8 @@ import orjson
 from shoal.errors import StoreError
 from shoal.service.jobdb import JobRow, JobState, stored_columns
 from shoal.service.records import SCAN, RecordFilter
-from shoal.service.tokens import _ID, _TOKEN, PREFIX, TokenInfo, _hash, _info, _now
+from shoal.service.tokens import HashedRow, KeyColumn, TokenInfo, TokenRow, Tokens
+from shoal.store.pgpool import DB_ERRORS, open_pool
 from shoal.store.postgres import display_dsn, migrate_schema
 
 T = TypeVar("T")
@@ -39,8 +36,7 @@ POOL_SIZE = 4  # connections of the service's own pool (jobs, records, exports)
 JOB_POOL_SIZE = 3  # connections of each running job's store
 TIMEOUT = 30.0  # seconds one call on the service tables may take
 # InternalClientError: a connection the server ended while it sat idle in the pool
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-              asyncpg.InternalClientError, asyncio.TimeoutError)
+_DB_ERRORS = (*DB_ERRORS, asyncpg.InternalClientError, asyncio.TimeoutError)
 
 # Versioned migrations of the service schema ({s}: its quoted name), as tokens.MIGRATIONS.
 MIGRATIONS: tuple[str, ...] = (
@@ -109,7 +105,7 @@ async def migrate(conn: Any, schema: str, *, create: bool, shown: str) -> None:
 
 
 # -- tokens ---------------------------------------------------------------------------------
-class PgTokenStore:
+class PgTokenStore(Tokens):
     """``TokenStore`` with its table in PostgreSQL; safe to share between threads.
 
     Raises:
@@ -126,27 +122,12 @@ class PgTokenStore:
         self._thread.start()
         self._pool: Any = None
         try:
-            self._pool = self._run(self._open(dsn, schema, create))
+            self._pool = self._run(open_pool(
+                dsn, max_size=2, what=f"service database {self.path}", errors=_DB_ERRORS,
+                setup=lambda conn: migrate(conn, schema, create=create, shown=self.path)))
         except BaseException:
             self._stop()
             raise
-
-    async def _open(self, dsn: str, schema: str, create: bool) -> Any:
-        try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to service database {self.path}: {exc}"
-                             ) from exc
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn, schema, create=create, shown=self.path)
-        except _DB_ERRORS as exc:
-            await pool.close()
-            raise StoreError(f"cannot use service database {self.path}: {exc}") from exc
-        except BaseException:
-            await pool.close()
-            raise
-        return pool
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         async def bounded() -> T:
@@ -171,73 +152,43 @@ class PgTokenStore:
             finally:
                 self._stop()
 
-    def __enter__(self) -> PgTokenStore:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def _sql(self, text: str) -> str:
         return text.replace("{s}", self._s)
-
-    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]:
-        """A new token and its info; the token itself is returned here and never again."""
-        token = PREFIX + secrets.token_urlsafe(32)
-        created = _now()
-        while True:  # an id collision just draws another
-            info = TokenInfo(id=secrets.token_hex(4), name=name, read_only=read_only,
-                             created=created)
-            inserted = self._run(self._pool.fetchval(self._sql(
-                "INSERT INTO {s}.tokens (id, name, hash, read_only, created) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING 1"),
-                info.id, name, _hash(token), read_only, created))
-            if inserted:
-                return token, info
-
-    def verify(self, token: str) -> TokenInfo | None:
-        """The token's info if it is known and not revoked; None otherwise."""
-        if not isinstance(token, str) or not _TOKEN.match(token):
-            return None
-        digest = _hash(token)
-        row = self._run(self._pool.fetchrow(self._sql(
-            "SELECT id, name, read_only, created, revoked, hash FROM {s}.tokens "
-            "WHERE hash = $1"), digest))
-        if row is None or not hmac.compare_digest(bytes(row[5]), digest) or row[4] is not None:
-            return None
-        return _info(tuple(row[:5]))
-
-    def revoke(self, id_or_token: str) -> bool:
-        """Revoke a token by its id or by the token itself; False if there is none such."""
-        key: str | bytes
-        if _TOKEN.match(id_or_token):
-            where, key = "hash = $1", _hash(id_or_token)
-        elif _ID.match(id_or_token.lower()):
-            where, key = "id = $1", id_or_token.lower()
-        else:
-            return False
-
-        async def revoke() -> bool:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(self._sql(
-                    f"UPDATE {{s}}.tokens SET revoked = $2 WHERE {where} AND revoked IS NULL"),
-                    key, _now())
-                return await conn.fetchval(self._sql(
-                    f"SELECT 1 FROM {{s}}.tokens WHERE {where}"), key) is not None
-
-        return self._run(revoke())
-
-    def list(self) -> builtins.list[TokenInfo]:
-        """Every token, oldest first (revoked ones too)."""
-        rows = self._run(self._pool.fetch(self._sql(
-            "SELECT id, name, read_only, created, revoked FROM {s}.tokens "
-            "ORDER BY created, seq")))
-        return [_info(tuple(r)) for r in rows]
 
     def count_active(self) -> int:
         n = self._run(self._pool.fetchval(self._sql(
             "SELECT count(*) FROM {s}.tokens WHERE revoked IS NULL")))
         return int(n)
+
+    def _insert(self, info: TokenInfo, digest: bytes) -> bool:
+        inserted = self._run(self._pool.fetchval(self._sql(
+            "INSERT INTO {s}.tokens (id, name, hash, read_only, created) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING 1"),
+            info.id, info.name, digest, info.read_only, info.created))
+        return bool(inserted)
+
+    def _find(self, digest: bytes) -> HashedRow | None:
+        row = self._run(self._pool.fetchrow(self._sql(
+            "SELECT id, name, read_only, created, revoked, hash FROM {s}.tokens "
+            "WHERE hash = $1"), digest))
+        return None if row is None else tuple(row)
+
+    def _revoke(self, column: KeyColumn, key: str | bytes, when: str) -> bool:
+        async def revoke() -> bool:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(self._sql(
+                    f"UPDATE {{s}}.tokens SET revoked = $2 WHERE {column} = $1 "
+                    "AND revoked IS NULL"), key, when)
+                return await conn.fetchval(self._sql(
+                    f"SELECT 1 FROM {{s}}.tokens WHERE {column} = $1"), key) is not None
+
+        return self._run(revoke())
+
+    def _rows(self) -> list[TokenRow]:
+        rows = self._run(self._pool.fetch(self._sql(
+            "SELECT id, name, read_only, created, revoked FROM {s}.tokens "
+            "ORDER BY created, seq")))
+        return [tuple(r) for r in rows]
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -279,11 +230,8 @@ class PgJobDB:
             raise StoreError(f"service database {self.path}: {exc}") from exc
 
     async def open(self) -> None:
-        try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=POOL_SIZE)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to service database {self.path}: {exc}"
-                             ) from exc
+        self._pool = await open_pool(self._dsn, max_size=POOL_SIZE,
+                                     what=f"service database {self.path}", errors=_DB_ERRORS)
         try:
             await self._q("fetchval", "SELECT 1 FROM {s}.jobs LIMIT 1")
         except BaseException:

@@ -1,4 +1,7 @@
-"""API tokens for the service: created, verified and revoked in the service's SQLite file.
+"""API tokens for the service: created, verified and revoked in the service database.
+
+``Tokens`` holds what does not depend on the database; ``TokenStore`` keeps the tokens in
+the service's SQLite file, ``pgservice.PgTokenStore`` in PostgreSQL.
 
 Only a SHA-256 of each token is stored. A slow password hash (bcrypt, scrypt) is not
 needed: tokens are 256-bit random secrets, so there is no dictionary to try and a fast
@@ -9,6 +12,7 @@ the row found is checked once more with ``hmac.compare_digest``.
 
 from __future__ import annotations
 
+import abc
 import builtins
 import hashlib
 import hmac
@@ -20,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol
+from typing import Literal, Self
 
 from shoal.errors import StoreError
 from shoal.store.sqlite import migrate
@@ -81,22 +85,6 @@ class TokenInfo:
         return self.revoked is None
 
 
-class Tokens(Protocol):
-    """The tokens table, in SQLite (``TokenStore``) or PostgreSQL (``PgTokenStore``)."""
-
-    path: str
-
-    def close(self) -> None: ...
-    def __enter__(self) -> Tokens: ...
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None: ...
-    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]: ...
-    def verify(self, token: str) -> TokenInfo | None: ...
-    def revoke(self, id_or_token: str) -> bool: ...
-    def list(self) -> builtins.list[TokenInfo]: ...
-    def count_active(self) -> int: ...
-
-
 def open_tokens(db: str, *, create: bool = True, schema: str = "shoal-service") -> Tokens:
     """The tokens of the service database ``db``: a path, sqlite:///path or postgresql://...
 
@@ -120,12 +108,96 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _info(row: tuple[str, str | None, int, str, str | None]) -> TokenInfo:
+# What the backends' SQL returns: a row of the tokens table, one with its hash last, and
+# the columns a token is looked up by.
+TokenRow = tuple[str, str | None, int, str, str | None]  # id, name, read_only, created, revoked
+HashedRow = tuple[str, str | None, int, str, str | None, bytes]
+KeyColumn = Literal["hash", "id"]
+
+
+def _info(row: TokenRow) -> TokenInfo:
     return TokenInfo(id=row[0], name=row[1] or "", read_only=bool(row[2]), created=row[3],
                      revoked=row[4])
 
 
-class TokenStore:
+class Tokens(abc.ABC):
+    """The tokens table, in SQLite (``TokenStore``) or PostgreSQL (``PgTokenStore``).
+
+    What the two share lives here: drawing, hashing and checking tokens, revoking by id or
+    by token, turning rows into ``TokenInfo``. Each backend runs the SQL of the methods
+    marked abstract.
+    """
+
+    path: str
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]:
+        """A new token and its info; the token itself is returned here and never again."""
+        token = PREFIX + secrets.token_urlsafe(32)
+        created = _now()
+        while True:  # an id collision (1 in 4 billion per pair) just draws another
+            info = TokenInfo(id=secrets.token_hex(4), name=name, read_only=read_only,
+                             created=created)
+            if self._insert(info, _hash(token)):
+                return token, info
+
+    def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is known and not revoked; None otherwise."""
+        if not isinstance(token, str) or not _TOKEN.match(token):
+            return None
+        digest = _hash(token)
+        row = self._find(digest)
+        if row is None or not hmac.compare_digest(bytes(row[5]), digest) or row[4] is not None:
+            return None
+        return _info(row[:5])
+
+    def revoke(self, id_or_token: str) -> bool:
+        """Revoke a token by its id or by the token itself; False if there is none such.
+
+        Revoking a revoked token keeps its first revocation time and returns True.
+        """
+        if _TOKEN.match(id_or_token):
+            return self._revoke("hash", _hash(id_or_token), _now())
+        if _ID.match(id_or_token.lower()):
+            return self._revoke("id", id_or_token.lower(), _now())
+        return False
+
+    def list(self) -> builtins.list[TokenInfo]:
+        """Every token, oldest first (revoked ones too)."""
+        return [_info(r) for r in self._rows()]
+
+    @abc.abstractmethod
+    def count_active(self) -> int:
+        """Tokens not revoked."""
+
+    @abc.abstractmethod
+    def _insert(self, info: TokenInfo, digest: bytes) -> bool:
+        """Add a token's row (``digest``: its hash); False if its id is taken."""
+
+    @abc.abstractmethod
+    def _find(self, digest: bytes) -> HashedRow | None:
+        """The row whose hash is ``digest``: id, name, read_only, created, revoked, hash."""
+
+    @abc.abstractmethod
+    def _revoke(self, column: KeyColumn, key: str | bytes, when: str) -> bool:
+        """Set ``revoked`` to ``when`` in the row whose ``column`` is ``key`` unless it is
+        set already; False if there is no such row."""
+
+    @abc.abstractmethod
+    def _rows(self) -> builtins.list[TokenRow]:
+        """Every row, oldest first: id, name, read_only, created, revoked."""
+
+
+class TokenStore(Tokens):
     """The tokens table of the service database; safe to share between threads.
 
     Raises:
@@ -161,69 +233,40 @@ class TokenStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> TokenStore:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def create(self, *, name: str = "", read_only: bool = False) -> tuple[str, TokenInfo]:
-        """A new token and its info; the token itself is returned here and never again."""
-        token = PREFIX + secrets.token_urlsafe(32)
-        created = _now()
-        with self._lock:
-            while True:  # an id collision (1 in 4 billion per pair) just draws another
-                info = TokenInfo(id=secrets.token_hex(4), name=name, read_only=read_only,
-                                 created=created)
-                try:
-                    self._db.execute(
-                        "INSERT INTO tokens (id, name, hash, read_only, created) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (info.id, name, _hash(token), int(read_only), created))
-                except sqlite3.IntegrityError:
-                    continue
-                return token, info
-
-    def verify(self, token: str) -> TokenInfo | None:
-        """The token's info if it is known and not revoked; None otherwise."""
-        if not isinstance(token, str) or not _TOKEN.match(token):
-            return None
-        digest = _hash(token)
-        with self._lock:
-            row = self._db.execute(f"SELECT {_COLUMNS}, hash FROM tokens WHERE hash = ?",
-                                   (digest,)).fetchone()
-        if row is None or not hmac.compare_digest(row[5], digest) or row[4] is not None:
-            return None
-        return _info(row[:5])
-
-    def revoke(self, id_or_token: str) -> bool:
-        """Revoke a token by its id or by the token itself; False if there is none such.
-
-        Revoking a revoked token keeps its first revocation time and returns True.
-        """
-        key: str | bytes
-        if _TOKEN.match(id_or_token):
-            where, key = "hash = ?", _hash(id_or_token)
-        elif _ID.match(id_or_token.lower()):
-            where, key = "id = ?", id_or_token.lower()
-        else:
-            return False
-        with self._lock:
-            self._db.execute(f"UPDATE tokens SET revoked = ? WHERE {where} AND revoked IS NULL",
-                             (_now(), key))
-            found = self._db.execute(f"SELECT 1 FROM tokens WHERE {where}", (key,)).fetchone()
-        return found is not None
-
-    def list(self) -> builtins.list[TokenInfo]:
-        """Every token, oldest first (revoked ones too)."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM tokens ORDER BY created, rowid").fetchall()
-        return [_info(r) for r in rows]
-
     def count_active(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT count(*) FROM tokens WHERE revoked IS NULL"
                                    ).fetchone()
         return int(row[0])
+
+    def _insert(self, info: TokenInfo, digest: bytes) -> bool:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO tokens (id, name, hash, read_only, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (info.id, info.name, digest, int(info.read_only), info.created))
+            except sqlite3.IntegrityError:
+                return False
+        return True
+
+    def _find(self, digest: bytes) -> HashedRow | None:
+        with self._lock:
+            row: HashedRow | None = self._db.execute(
+                f"SELECT {_COLUMNS}, hash FROM tokens WHERE hash = ?", (digest,)).fetchone()
+        return row
+
+    def _revoke(self, column: KeyColumn, key: str | bytes, when: str) -> bool:
+        with self._lock:
+            self._db.execute(
+                f"UPDATE tokens SET revoked = ? WHERE {column} = ? AND revoked IS NULL",
+                (when, key))
+            found = self._db.execute(f"SELECT 1 FROM tokens WHERE {column} = ?",
+                                     (key,)).fetchone()
+        return found is not None
+
+    def _rows(self) -> builtins.list[TokenRow]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM tokens ORDER BY created, rowid").fetchall()
+        return rows

@@ -37,17 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import asyncpg  # type: ignore[import-untyped]
-
 from shoal.errors import ConfigError, StoreError
 from shoal.store.base import DoneUrl, NewUrl, PageData, PendingRow, Sink
 from shoal.store.pg_leases import HOSTS_PENDING, MIGRATION, MIGRATION_3, LeaseMixin
+from shoal.store.pgpool import DB_ERRORS, open_pool
 
 T = TypeVar("T")
 
 _NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
-# What the driver raises when the server, the network or the connection fails.
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 ANALYZE_EVERY = 10_000  # rows written, at least, between two ANALYZEs of the urls table
 
@@ -238,7 +235,7 @@ class PostgresStore(LeaseMixin):
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"state database {self.path}: {exc}") from exc
 
     @contextlib.asynccontextmanager
@@ -275,29 +272,19 @@ class PostgresStore(LeaseMixin):
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self, *, fresh: bool = False) -> None:
         """Connect, create or migrate the job's schema (dropped first if ``fresh``)."""
-        try:
-            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size)
-        except _DB_ERRORS as exc:
-            raise StoreError(f"cannot connect to state database {self.path}: {exc}") from exc
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await self._migrate(conn, fresh)
-        except _DB_ERRORS as exc:
-            await pool.close()
-            raise StoreError(f"cannot use state database {self.path}: {exc}") from exc
-        except BaseException:
-            await pool.close()
-            raise
-        self._pool = pool
+        self._pool = await open_pool(self._dsn, max_size=self._pool_size,
+                                     what=f"state database {self.path}",
+                                     setup=lambda conn: self._migrate(conn, fresh))
         await self._analyze()  # a resumed run plans with statistics from the start
 
     async def _migrate(self, conn: Any, fresh: bool) -> None:
         s = self._s
-        # two processes opening the same job at once: the second waits, then finds it done
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
-        if fresh:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
-        await migrate_schema(conn, s, MIGRATIONS, self.path)
+        async with conn.transaction():
+            # two processes opening the same job at once: the second waits, then finds it done
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
+            if fresh:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+            await migrate_schema(conn, s, MIGRATIONS, self.path)
 
     async def close(self) -> None:
         """Close the pool (waiting for connections in use), then the store's thread."""
