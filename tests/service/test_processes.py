@@ -64,8 +64,11 @@ async def test_jobs_share_the_fetch_budget_and_a_slow_host_starves_none(
         tmp_path: Path, backend: Backend) -> None:
     log = RequestLog()  # both servers': in flight across the two jobs
     opts = {**FAST, "concurrency": 50, "per_host": 50, "timeout": 20}
+    # the quick job's pages take 0.1 s: at its share of 10 it runs at least 3 s, so both
+    # jobs' processes are fetching at once even when a busy machine starts one late
     async with site({f"/s/{i}": slow(1.0) for i in range(100)}, log=log) as tarpit, \
-            site({f"/f/{i}": html_page(str(i)) for i in range(300)}, log=log) as fast, \
+            site({f"/f/{i}": slow(0.1, html_page(str(i))) for i in range(300)},
+                 log=log) as fast, \
             service(tmp_path, **backend.kw(), concurrency=20) as svc:
         held = await svc.start_job({"kind": "fetch", "options": opts,
                                     "urls": [tarpit.url(f"/s/{i}") for i in range(100)]})

@@ -281,7 +281,9 @@ class JobManager:
             # requests in flight it may have now, of the service's budget (--concurrency)
             "share": {"concurrency": live.share if live is not None else 0,
                       "budget": self.settings.concurrency},
-            "pid": live.proc.pid if live is not None and live.proc is not None else None,
+            # a job saved as ended has no process, even before its live entry is dropped
+            "pid": live.proc.pid if live is not None and live.proc is not None
+            and row.state == JobState.RUNNING else None,
         }
         if live is not None and live.part is not None:
             out.update(live.part)
