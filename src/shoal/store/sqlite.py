@@ -319,13 +319,7 @@ class SqliteStore:
     async def complete(self, results: Sequence[tuple[int, bytes | None]],
                        meta: dict[str, str] | None = None, sink: Sink | None = None,
                        new: Sequence[NewUrl] = (), pages: Sequence[PageData] = ()) -> int:
-        """Store the records of finished URLs (by id), and URLs they found, in one transaction.
-
-        ``sink`` gets (seq, record) for each, in output order (a URL already done is
-        skipped), on the store's thread right after the commit. ``pages`` (items,
-        validators) are kept for the URLs whose record this call writes. Returns how many
-        of ``new`` were not known before.
-        """
+        """``Store.complete``: records, found URLs and page data in one transaction."""
         return await self._call(self._complete, results, meta, sink, new, pages)
 
     def _complete(self, results: Sequence[tuple[int, bytes | None]], meta: dict[str, str] | None,
