@@ -9,6 +9,12 @@ unloaded runs is the reference: other load on the machine drifts). Reports the A
 latency (p50/p99) and the job's throughput with and without the load. Everything is
 bounded: URL count, watchers, rate and a time limit.
 
+Each timed run also reports the CPU seconds (user + system, from ``/proc``) of every
+process: the target, the service's API process, the job's process (counted once the
+service has reaped it), the idle job the watchers follow, this load generator, and what
+the rest of the machine used meanwhile. CPU seconds are steadier than throughput on a
+shared machine, and show where the loaded run's CPU goes.
+
 Usage: python bench/serve_load.py [--urls 20000] [--watchers 1000] [--rate 200]
                                    [--max-seconds 300] [--json out.json]
 """
@@ -31,6 +37,8 @@ from typing import Any
 
 import aiohttp
 
+TICK = os.sysconf("SC_CLK_TCK")
+
 TARGET = """
 import asyncio, sys
 from shoal.demo.site import serve_demo
@@ -43,8 +51,9 @@ asyncio.run(main())
 
 
 @contextlib.asynccontextmanager
-async def process(*args: str, pattern: str) -> AsyncIterator[str]:
-    """Start a process; yield the first match of ``pattern`` on its output lines."""
+async def process(*args: str, pattern: str) -> AsyncIterator[tuple[str, int]]:
+    """Start a process; yield the first match of ``pattern`` on its output lines, and its
+    process id."""
     proc = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None
@@ -57,7 +66,7 @@ async def process(*args: str, pattern: str) -> AsyncIterator[str]:
                 m = re.search(pattern, line)
                 if m:
                     break
-        yield m.group(1)
+        yield m.group(1), proc.pid
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -69,9 +78,61 @@ async def process(*args: str, pattern: str) -> AsyncIterator[str]:
                 await proc.wait()
 
 
-async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadline: float
-                  ) -> tuple[str, float]:
-    """Start a fetch job; wait for it; its throughput in records per second."""
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(its own CPU seconds, those of its children it has reaped): user + system."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(x) for x in rest[11:15])
+    return (utime + stime) / TICK, (cutime + cstime) / TICK
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / TICK
+
+
+class CpuProbe:
+    """CPU seconds of each process of the benchmark, read before and after a timed run."""
+
+    def __init__(self, *, target: list[int], service: int) -> None:
+        self.target = target
+        self.service = service
+        self.watched: int | None = None  # the idle job's process, while it runs
+
+    def snapshot(self) -> dict[str, float]:
+        own, reaped = proc_cpu(self.service)
+        return {
+            "target": sum(proc_cpu(p)[0] for p in self.target),
+            "service_api": own,
+            # every job's process is the service's child: its time lands here once reaped
+            "job_processes": reaped,
+            "watched_job": proc_cpu(self.watched)[0] if self.watched else 0.0,
+            "load_generator": proc_cpu(os.getpid())[0],
+            "machine": machine_busy(),
+        }
+
+    @staticmethod
+    def delta(before: dict[str, float], after: dict[str, float], wall: float
+              ) -> dict[str, float]:
+        out = {k: round(after[k] - before[k], 2) for k in before}
+        machine = out.pop("machine")
+        out["others"] = round(machine - sum(out.values()), 2)
+        out["wall"] = round(wall, 2)
+        return out
+
+
+async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadline: float,
+                  probe: CpuProbe | None = None) -> tuple[float, dict[str, float]]:
+    """Start a fetch job; wait for it (its process reaped); its throughput in records per
+    second, and the CPU seconds each process used meanwhile."""
+    before = probe.snapshot() if probe is not None else {}
+    t0 = time.monotonic()
     body = "".join(u + "\n" for u in urls).encode()
     options = {"concurrency": 100, "per_host": 100, "no_robots": "true", "retries": 0,
                "timeout": 10}
@@ -90,7 +151,22 @@ async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadli
         await asyncio.sleep(0.2)
     # the engine's own run time: not the queueing before it, nor this loop's polling
     elapsed = state["rates"]["elapsed"] or (time.monotonic() - started)
-    return job["id"], state["counts"]["done"] / elapsed
+    cpu = (CpuProbe.delta(before, probe.snapshot(), time.monotonic() - t0)
+           if probe is not None else {})
+    return state["counts"]["done"] / elapsed, cpu
+
+
+async def job_pid(http: aiohttp.ClientSession, api: str, job_id: str, deadline: float
+                  ) -> int:
+    """The process id of a running job, once it has one."""
+    while True:
+        async with http.get(f"{api}/v1/jobs/{job_id}") as resp:
+            pid = (await resp.json())["pid"]
+        if pid is not None:
+            return int(pid)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the watched job did not start in the time limit")
+        await asyncio.sleep(0.1)
 
 
 async def watcher(http: aiohttp.ClientSession, api: str, job_id: str, stop: asyncio.Event,
@@ -157,14 +233,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         service = process(sys.executable, "-m", "shoal", "serve", "--port", "0", "--db",
                           os.path.join(tmp, "service.db"), "--allow-net", "127.0.0.0/8",
                           pattern=r"serving on (http://127\.0\.0\.1:\d+)/")
-        async with target as base, service as api:
+        async with target as (base, target_pid), service as (api, service_pid):
+            probe = CpuProbe(target=[target_pid], service=service_pid)
             urls = [f"{base}/page/{i}" for i in range(pages)]
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
                 # a whole warm-up run: the target and the service reach a steady state first
-                _, warm = await run_job(http, api, urls, deadline)
-                _, alone = await run_job(http, api, urls, deadline)
+                warm, _ = await run_job(http, api, urls, deadline)
+                alone, cpu_alone = await run_job(http, api, urls, deadline, probe)
                 print(f"unloaded: {alone:,.0f} records/s", file=sys.stderr)
 
                 stop = asyncio.Event()
@@ -176,6 +253,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "kind": "fetch", "urls": urls[:10], "options": {"delay": 3600}}
                                      ) as resp:
                     watched = (await resp.json())["id"]  # a job that stays running
+                probe.watched = await job_pid(http, api, watched, deadline)
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(args.watchers):
                         tg.create_task(watcher(http, api, watched, stop, events))
@@ -184,19 +262,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                                    latencies, failures, by_path))
                     started = time.monotonic()
                     try:
-                        _, loaded = await run_job(http, api, urls, deadline)
+                        loaded, cpu_loaded = await run_job(http, api, urls, deadline, probe)
                     finally:
                         stop.set()
                     measured = time.monotonic() - started
                     await load
                     async with http.post(f"{api}/v1/jobs/{watched}/cancel") as resp:
                         await resp.read()  # ends the watchers' streams
+                probe.watched = None
                 print(f"loaded:   {loaded:,.0f} records/s", file=sys.stderr)
                 # unloaded once more: the machine's other load drifts, so bracket the run
-                _, alone_after = await run_job(http, api, urls, deadline)
+                alone_after, cpu_after = await run_job(http, api, urls, deadline, probe)
                 print(f"unloaded: {alone_after:,.0f} records/s", file=sys.stderr)
     return {
         "urls": pages, "watchers": args.watchers, "rate": args.rate,
+        "load_average_1min_at_start": args.load_average,
         "crawl_records_per_s_unloaded": [round(alone, 1), round(alone_after, 1)],
         "crawl_records_per_s_loaded": round(loaded, 1),
         "crawl_loaded_vs_unloaded": round(loaded / ((alone + alone_after) / 2), 3),
@@ -209,6 +289,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "api_p50_p99_ms_by_path": {p: [round(pct(v, 0.5), 2), round(pct(v, 0.99), 2)]
                                    for p, v in sorted(by_path.items())},
         "warmup_records_per_s": round(warm, 1),
+        # CPU seconds (user + system) of each process during each timed run
+        "cpu_s": {"unloaded": cpu_alone, "loaded": cpu_loaded, "unloaded_after": cpu_after},
     }
 
 
@@ -224,6 +306,7 @@ if __name__ == "__main__":
             and 1 <= ns.rate <= 2_000 and 0 < ns.max_seconds <= 3_600):
         parser.error("out of bounds: --urls 10..1e6, --watchers 0..5000, --rate 1..2000, "
                      "--max-seconds up to 3600")
+    ns.load_average = round(os.getloadavg()[0], 2)
     result = asyncio.run(main(ns))
     text = json.dumps(result, indent=2)
     print(text)
