@@ -1,13 +1,21 @@
 """Load on the service while a job fetches: API latency and crawl throughput.
 
-Starts three processes on loopback only: the demo site (the crawl target), `shoal serve`
-(with `--allow-net 127.0.0.0/8`) and this script as the load generator. Runs the same
-fetch job four times: to warm up, alone, then while WATCHERS clients follow a running
-job's event stream and a steady RATE API requests per second are sent (job status, job
-list, a records page, readiness, metrics), then alone again (the mean of the two
-unloaded runs is the reference: other load on the machine drifts). Reports the API
-latency (p50/p99) and the job's throughput with and without the load. Everything is
-bounded: URL count, watchers, rate and a time limit.
+Starts the crawl target and `shoal serve` (with `--allow-net 127.0.0.0/8`) on loopback;
+this script is the load generator. Runs the same fetch job four times: to warm up, alone,
+then while WATCHERS clients follow a running job's event stream and a steady RATE API
+requests per second are sent (job status, job list, a records page, readiness, metrics),
+then alone again (the mean of the two unloaded runs is the reference: other load on the
+machine drifts). Reports the API latency (p50/p99) and the job's throughput with and
+without the load. Everything is bounded: URL count, watchers, rate and a time limit.
+
+The target is nginx serving a one-host farm (``farm.py``, under ``bench/.work``) when
+nginx is installed, else the bundled demo site (``--target demo``), which is Python and
+so takes CPU from the same cores as the crawl and the service. The load generator is as
+lean as wrk: raw keep-alive HTTP/1.1 connections on uvloop, no client library. Each
+watcher holds its own connection to the event stream for the whole loaded run and counts
+the events it receives (each SSE message ends with a blank line; the first one is parsed
+and must be the watched job's); each API request is timed from its write to the last
+byte of its response and must answer 200.
 
 Each timed run also reports the CPU seconds (user + system, from ``/proc``) of every
 process: the target, the service's API process, the job's process (counted once the
@@ -16,6 +24,7 @@ the rest of the machine used meanwhile. CPU seconds are steadier than throughput
 shared machine, and show where the loaded run's CPU goes.
 
 Usage: python bench/serve_load.py [--urls 20000] [--watchers 1000] [--rate 200]
+                                   [--target auto|nginx|demo] [--port 8188]
                                    [--max-seconds 300] [--json out.json]
 """
 
@@ -32,12 +41,21 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import farm  # noqa: E402
+import nginx as nginx_mod  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
+FARM_PAGES = 1_000  # one host; URLs /m/<k>/<n>.html are distinct aliases of its pages
 
 TARGET = """
 import asyncio, sys
@@ -76,6 +94,36 @@ async def process(*args: str, pattern: str) -> AsyncIterator[tuple[str, int]]:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def nginx_target(port: int, pages: int) -> AsyncIterator[tuple[list[str], list[int]]]:
+    """nginx serving a one-host farm under bench/.work: yields the URLs and its pids."""
+    work = BENCH / ".work"
+    root = work / f"serve-farm-1x{FARM_PAGES}"
+    if not farm.is_current(root, hosts=1, pages=FARM_PAGES, port=port):
+        await asyncio.to_thread(farm.generate, root, hosts=1, pages=FARM_PAGES, port=port,
+                                with_1m=False, log=False)
+    server = nginx_mod.Nginx(work / f"serve-nginx-{port}", root, port)
+    await asyncio.to_thread(server.start)
+    try:
+        addr = farm.host_address(0)
+        urls = [farm.alias_url(addr, port, i // FARM_PAGES, i % FARM_PAGES)
+                for i in range(pages)]
+        async with aiohttp.ClientSession() as http, http.get(urls[-1]) as resp:
+            if resp.status != 200 or b"<title>" not in await resp.read():
+                raise RuntimeError(f"nginx on port {port} does not serve the farm")
+        yield urls, server.pids()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def demo_target(pages: int) -> AsyncIterator[tuple[list[str], list[int]]]:
+    """The bundled demo site (Python) in a process of its own."""
+    async with process(sys.executable, "-c", TARGET.format(pages=pages),
+                       pattern=r"(http://127\.0\.0\.1:\d+)") as (base, pid):
+        yield [f"{base}/page/{i}" for i in range(pages)], [pid]
 
 
 def proc_cpu(pid: int) -> tuple[float, float]:
@@ -149,6 +197,9 @@ async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadli
         if time.monotonic() > deadline:
             raise TimeoutError("the job did not finish in the time limit")
         await asyncio.sleep(0.2)
+    if state["counts"]["done"] != len(urls) or state["errors"]:
+        raise RuntimeError(f"the job did not fetch every URL: {state['counts']}, "
+                           f"errors {state['errors']}")
     # the engine's own run time: not the queueing before it, nor this loop's polling
     elapsed = state["rates"]["elapsed"] or (time.monotonic() - started)
     cpu = (CpuProbe.delta(before, probe.snapshot(), time.monotonic() - t0)
@@ -169,52 +220,153 @@ async def job_pid(http: aiohttp.ClientSession, api: str, job_id: str, deadline: 
         await asyncio.sleep(0.1)
 
 
-async def watcher(http: aiohttp.ClientSession, api: str, job_id: str, stop: asyncio.Event,
-                  counts: list[int]) -> None:
+# -- the load: raw HTTP/1.1 on loopback, as lean as wrk ----------------------------------
+
+
+@dataclass
+class Watchers:
+    """What the event-stream watchers saw."""
+
+    connected: int = 0
+    events: int = 0  # SSE messages received, by all watchers
+    failures: int = 0  # a watcher that could not connect, was refused or lost its stream
+    ended: int = 0  # streams that the service ended (the watched job was cancelled)
+    per_watcher: list[int] = field(default_factory=list)  # events each watcher received
+    all_connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def watcher(host: str, port: int, job_id: str, n_watchers: int, seen: Watchers,
+                  deadline: float) -> None:
+    """Follow a job's event stream on a connection of its own until the service ends it;
+    count the events (an SSE message ends with a blank line, and the JSON in it has no raw
+    newline); the first one must be the job's summary."""
+    count = 0
+    writer: asyncio.StreamWriter | None = None
     try:
-        async with http.get(f"{api}/v1/jobs/{job_id}/events") as resp:
-            async for line in resp.content:
-                if line.startswith(b"data: "):
-                    counts[0] += 1
-                if stop.is_set():
-                    return
-    except (TimeoutError, aiohttp.ClientError):
-        counts[1] += 1
+        async with asyncio.timeout_at(deadline):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                         "Accept: text/event-stream\r\n\r\n".encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200 "):
+                raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+            seen.connected += 1
+            if seen.connected == n_watchers:
+                seen.all_connected.set()
+            checked = False
+            tail = b""
+            buffer = b""
+            while data := await reader.read(65536):
+                if not checked:  # the first event, whole: it is the watched job's summary
+                    buffer += data
+                    start = buffer.find(b"data: ")
+                    end = buffer.find(b"\n", start)
+                    if start < 0 or end < 0:
+                        continue
+                    if json.loads(buffer[start + 6:end])["id"] != job_id:
+                        raise ValueError("an event of another job")
+                    checked = True
+                    data, buffer = buffer, b""
+                n = data.count(b"\n\n") + (tail[-1:] == b"\n" and data[:1] == b"\n")
+                count += n
+                seen.events += n
+                tail = (tail + data)[-7:]
+                if tail == b"\r\n0\r\n\r\n":  # the last chunk: the service ended the stream
+                    seen.ended += 1
+                    break
+            else:
+                raise ConnectionError("the stream closed before its last chunk")
+    except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
+        seen.failures += 1
+    finally:
+        seen.per_watcher.append(count)
+        if writer is not None:
+            writer.close()
 
 
-async def api_load(http: aiohttp.ClientSession, api: str, job_id: str, rate: int,
-                   stop: asyncio.Event, latencies: list[float], failures: list[int],
-                   by_path: dict[str, list[float]]) -> None:
+class Conn:
+    """A keep-alive HTTP/1.1 connection for API requests."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def get(self, request: bytes) -> tuple[int, int]:
+        """Send one GET; (status, body length) once the whole response is read."""
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+        if m is not None:
+            body = await self.reader.readexactly(int(m.group(1)))
+        else:  # chunked (no API endpoint here streams, but be correct)
+            body = await self.reader.readuntil(b"\r\n0\r\n\r\n")
+        return status, len(body)
+
+
+@dataclass
+class ApiLoad:
+    """Latencies and failures of the API requests."""
+
+    latencies: list[float] = field(default_factory=list)
+    by_path: dict[str, list[float]] = field(default_factory=dict)
+    failures: int = 0
+    why: dict[str, int] = field(default_factory=dict)  # failures by status or error
+    connections: int = 0
+
+
+async def api_load(host: str, port: int, job_id: str, rate: int, stop: asyncio.Event,
+                   out: ApiLoad) -> None:
+    """A steady ``rate`` GETs a second, cycling through the paths, each on an idle
+    keep-alive connection (a new one when none is idle, as an open-loop client must)."""
     paths = [f"/v1/jobs/{job_id}", "/v1/jobs?limit=20", f"/v1/jobs/{job_id}/records?limit=50",
              "/readyz", "/metrics"]
+    requests = [f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode() for p in paths]
+    names = [p.split("?")[0].replace(job_id, "{id}") for p in paths]
+    for name in names:
+        out.by_path[name] = []
+    idle: list[Conn] = []
     interval = 1.0 / rate
 
-    async def one(path: str) -> None:
+    async def one(i: int) -> None:
         t0 = time.perf_counter()
+        conn = idle.pop() if idle else None
+        why = ""
         try:
-            async with http.get(api + path) as resp:
-                await resp.read()
-                ok = resp.status == 200
-        except (TimeoutError, aiohttp.ClientError):
-            ok = False
-        latencies.append(time.perf_counter() - t0)
-        by_path.setdefault(path.split("?")[0].replace(job_id, "{id}"), []).append(
-            latencies[-1])
-        if not ok:
-            failures[0] += 1
+            if conn is None:
+                conn = Conn(*await asyncio.open_connection(host, port))
+                out.connections += 1
+            status, _ = await conn.get(requests[i])
+            why = "" if status == 200 else f"{names[i]}: {status}"
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            why = f"{names[i]}: {type(exc).__name__}"
+            if conn is not None:
+                conn.writer.close()
+                conn = None
+        latency = time.perf_counter() - t0
+        out.latencies.append(latency)
+        out.by_path[names[i]].append(latency)
+        if not why and conn is not None:
+            idle.append(conn)
+        else:
+            out.failures += 1
+            out.why[why] = out.why.get(why, 0) + 1
 
-    async with asyncio.TaskGroup() as tg:
-        start = time.monotonic()
-        n = 0
-        while not stop.is_set():
-            tg.create_task(one(paths[n % len(paths)]))
-            n += 1
-            # a steady schedule: catch up if the loop fell behind, never burst past it
-            delay = start + n * interval - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await stop.wait()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            start = time.monotonic()
+            n = 0
+            while not stop.is_set():
+                tg.create_task(one(n % len(paths)))
+                n += 1
+                # a steady schedule: catch up if the loop fell behind, never burst past it
+                delay = start + n * interval - time.monotonic()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await stop.wait()
+    finally:
+        for conn in idle:
+            conn.writer.close()
 
 
 def pct(data: list[float], p: float) -> float:
@@ -227,28 +379,29 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
     deadline = time.monotonic() + args.max_seconds
     pages = args.urls
+    target_kind = args.target
+    if target_kind == "auto":
+        target_kind = "nginx" if nginx_mod.find_nginx() is not None else "demo"
     with tempfile.TemporaryDirectory(prefix="shoal-serve-load-") as tmp:
-        target = process(sys.executable, "-c", TARGET.format(pages=pages),
-                         pattern=r"(http://127\.0\.0\.1:\d+)")
+        target = (nginx_target(args.port, pages) if target_kind == "nginx"
+                  else demo_target(pages))
         service = process(sys.executable, "-m", "shoal", "serve", "--port", "0", "--db",
                           os.path.join(tmp, "service.db"), "--allow-net", "127.0.0.0/8",
                           pattern=r"serving on (http://127\.0\.0\.1:\d+)/")
-        async with target as (base, target_pid), service as (api, service_pid):
-            probe = CpuProbe(target=[target_pid], service=service_pid)
-            urls = [f"{base}/page/{i}" for i in range(pages)]
-            connector = aiohttp.TCPConnector(limit=0)
+        async with target as (urls, target_pids), service as (api, service_pid):
+            probe = CpuProbe(target=target_pids, service=service_pid)
+            host, _, port_text = api.removeprefix("http://").partition(":")
+            api_port = int(port_text)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            async with aiohttp.ClientSession(timeout=timeout) as http:
                 # a whole warm-up run: the target and the service reach a steady state first
                 warm, _ = await run_job(http, api, urls, deadline)
                 alone, cpu_alone = await run_job(http, api, urls, deadline, probe)
                 print(f"unloaded: {alone:,.0f} records/s", file=sys.stderr)
 
                 stop = asyncio.Event()
-                latencies: list[float] = []
-                by_path: dict[str, list[float]] = {}
-                failures = [0]
-                events = [0, 0]
+                load = ApiLoad()
+                seen = Watchers()
                 async with http.post(f"{api}/v1/jobs", json={
                         "kind": "fetch", "urls": urls[:10], "options": {"delay": 3600}}
                                      ) as resp:
@@ -256,17 +409,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 probe.watched = await job_pid(http, api, watched, deadline)
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(args.watchers):
-                        tg.create_task(watcher(http, api, watched, stop, events))
-                    await asyncio.sleep(2)  # let the watchers connect
-                    load = tg.create_task(api_load(http, api, watched, args.rate, stop,
-                                                   latencies, failures, by_path))
+                        tg.create_task(watcher(host, api_port, watched, args.watchers, seen,
+                                               deadline))
+                    if args.watchers:
+                        async with asyncio.timeout(30):
+                            await seen.all_connected.wait()
+                    await asyncio.sleep(1)  # every watcher has had its first event
+                    load_task = tg.create_task(api_load(host, api_port, watched, args.rate,
+                                                        stop, load))
                     started = time.monotonic()
+                    events_at_start = seen.events
                     try:
                         loaded, cpu_loaded = await run_job(http, api, urls, deadline, probe)
                     finally:
                         stop.set()
                     measured = time.monotonic() - started
-                    await load
+                    events_loaded = seen.events - events_at_start
+                    await load_task
                     async with http.post(f"{api}/v1/jobs/{watched}/cancel") as resp:
                         await resp.read()  # ends the watchers' streams
                 probe.watched = None
@@ -274,24 +433,39 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 # unloaded once more: the machine's other load drifts, so bracket the run
                 alone_after, cpu_after = await run_job(http, api, urls, deadline, probe)
                 print(f"unloaded: {alone_after:,.0f} records/s", file=sys.stderr)
+    latencies = load.latencies
     return {
-        "urls": pages, "watchers": args.watchers, "rate": args.rate,
+        "urls": pages, "watchers": args.watchers, "rate": args.rate, "target": target_kind,
         "load_average_1min_at_start": args.load_average,
         "crawl_records_per_s_unloaded": [round(alone, 1), round(alone_after, 1)],
         "crawl_records_per_s_loaded": round(loaded, 1),
         "crawl_loaded_vs_unloaded": round(loaded / ((alone + alone_after) / 2), 3),
-        "api_requests": len(latencies), "api_failures": failures[0],
+        "api_requests": len(latencies), "api_failures": load.failures,
+        "api_failures_by_cause": load.why,
+        "api_connections": load.connections,
         "api_rate_achieved": round(len(latencies) / measured, 1),
         "api_p50_ms": round(pct(latencies, 0.50), 2),
         "api_p99_ms": round(pct(latencies, 0.99), 2),
         "api_mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
-        "sse_events_received": events[0], "sse_failures": events[1],
+        "sse_watchers_connected": seen.connected,
+        "sse_events_received": seen.events,
+        "sse_events_during_loaded_run": events_loaded,
+        "sse_events_per_watcher_min": min(seen.per_watcher, default=0),
+        "sse_streams_ended_by_service": seen.ended, "sse_failures": seen.failures,
         "api_p50_p99_ms_by_path": {p: [round(pct(v, 0.5), 2), round(pct(v, 0.99), 2)]
-                                   for p, v in sorted(by_path.items())},
+                                   for p, v in sorted(load.by_path.items())},
         "warmup_records_per_s": round(warm, 1),
         # CPU seconds (user + system) of each process during each timed run
         "cpu_s": {"unloaded": cpu_alone, "loaded": cpu_loaded, "unloaded_after": cpu_after},
     }
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":
@@ -299,15 +473,23 @@ if __name__ == "__main__":
     parser.add_argument("--urls", type=int, default=20_000)
     parser.add_argument("--watchers", type=int, default=1_000)
     parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--target", choices=["auto", "nginx", "demo"], default="auto",
+                        help="the crawl target: nginx (a static farm) when installed, else "
+                             "the demo site")
+    parser.add_argument("--port", type=int, default=8188, help="nginx's port")
     parser.add_argument("--max-seconds", type=float, default=300)
     parser.add_argument("--json", default=None)
     ns = parser.parse_args()
     if not (10 <= ns.urls <= 1_000_000 and 0 <= ns.watchers <= 5_000
-            and 1 <= ns.rate <= 2_000 and 0 < ns.max_seconds <= 3_600):
+            and 1 <= ns.rate <= 2_000 and 0 < ns.max_seconds <= 3_600
+            and 1024 <= ns.port <= 65535):
         parser.error("out of bounds: --urls 10..1e6, --watchers 0..5000, --rate 1..2000, "
-                     "--max-seconds up to 3600")
+                     "--max-seconds up to 3600, --port 1024..65535")
+    if ns.target == "nginx" and nginx_mod.find_nginx() is None:
+        parser.error("--target nginx: nginx is not installed (apt-get install -y nginx)")
     ns.load_average = round(os.getloadavg()[0], 2)
-    result = asyncio.run(main(ns))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        result = runner.run(main(ns))
     text = json.dumps(result, indent=2)
     print(text)
     if ns.json:
