@@ -24,7 +24,7 @@ the rest of the machine used meanwhile. CPU seconds are steadier than throughput
 shared machine, and show where the loaded run's CPU goes.
 
 Usage: python bench/serve_load.py [--urls 20000] [--watchers 1000] [--rate 200]
-                                   [--target auto|nginx|demo] [--port 8188]
+                                   [--target auto|nginx|demo] [--port 8188] [--work-dir DIR]
                                    [--max-seconds 300] [--json out.json]
 """
 
@@ -97,9 +97,9 @@ async def process(*args: str, pattern: str) -> AsyncIterator[tuple[str, int]]:
 
 
 @contextlib.asynccontextmanager
-async def nginx_target(port: int, pages: int) -> AsyncIterator[tuple[list[str], list[int]]]:
-    """nginx serving a one-host farm under bench/.work: yields the URLs and its pids."""
-    work = BENCH / ".work"
+async def nginx_target(work: Path, port: int, pages: int
+                       ) -> AsyncIterator[tuple[list[str], list[int]]]:
+    """nginx serving a one-host farm under ``work``: yields the URLs and its pids."""
     root = work / f"serve-farm-1x{FARM_PAGES}"
     if not farm.is_current(root, hosts=1, pages=FARM_PAGES, port=port):
         await asyncio.to_thread(farm.generate, root, hosts=1, pages=FARM_PAGES, port=port,
@@ -383,7 +383,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     if target_kind == "auto":
         target_kind = "nginx" if nginx_mod.find_nginx() is not None else "demo"
     with tempfile.TemporaryDirectory(prefix="shoal-serve-load-") as tmp:
-        target = (nginx_target(args.port, pages) if target_kind == "nginx"
+        target = (nginx_target(Path(args.work_dir), args.port, pages) if target_kind == "nginx"
                   else demo_target(pages))
         service = process(sys.executable, "-m", "shoal", "serve", "--port", "0", "--db",
                           os.path.join(tmp, "service.db"), "--allow-net", "127.0.0.0/8",
@@ -477,6 +477,8 @@ if __name__ == "__main__":
                         help="the crawl target: nginx (a static farm) when installed, else "
                              "the demo site")
     parser.add_argument("--port", type=int, default=8188, help="nginx's port")
+    parser.add_argument("--work-dir", default=str(BENCH / ".work"),
+                        help="where nginx's farm, config and logs live")
     parser.add_argument("--max-seconds", type=float, default=300)
     parser.add_argument("--json", default=None)
     ns = parser.parse_args()
