@@ -55,6 +55,7 @@ import farm  # noqa: E402
 import nginx as nginx_mod  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+KEEP_IDLE = 2.0  # seconds an API connection may stay idle before the load generator closes it
 FARM_PAGES = 1_000  # one host; URLs /m/<k>/<n>.html are distinct aliases of its pages
 
 TARGET = """
@@ -289,6 +290,7 @@ class Conn:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.used = time.monotonic()
 
     async def get(self, request: bytes) -> tuple[int, int]:
         """Send one GET; (status, body length) once the whole response is read."""
@@ -317,7 +319,9 @@ class ApiLoad:
 async def api_load(host: str, port: int, job_id: str, rate: int, stop: asyncio.Event,
                    out: ApiLoad) -> None:
     """A steady ``rate`` GETs a second, cycling through the paths, each on an idle
-    keep-alive connection (a new one when none is idle, as an open-loop client must)."""
+    keep-alive connection (a new one when none is idle, as an open-loop client must).
+    A connection idle for KEEP_IDLE seconds is closed here, before the service's own
+    keep-alive timeout (uvicorn's 5 s) could close it under a request."""
     paths = [f"/v1/jobs/{job_id}", "/v1/jobs?limit=20", f"/v1/jobs/{job_id}/records?limit=50",
              "/readyz", "/metrics"]
     requests = [f"GET {p} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode() for p in paths]
@@ -329,6 +333,9 @@ async def api_load(host: str, port: int, job_id: str, rate: int, stop: asyncio.E
 
     async def one(i: int) -> None:
         t0 = time.perf_counter()
+        now = time.monotonic()
+        while idle and now - idle[0].used > KEEP_IDLE:  # the least recently used first
+            idle.pop(0).writer.close()
         conn = idle.pop() if idle else None
         why = ""
         try:
@@ -346,6 +353,7 @@ async def api_load(host: str, port: int, job_id: str, rate: int, stop: asyncio.E
         out.latencies.append(latency)
         out.by_path[names[i]].append(latency)
         if not why and conn is not None:
+            conn.used = time.monotonic()
             idle.append(conn)
         else:
             out.failures += 1
