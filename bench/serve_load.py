@@ -1,12 +1,15 @@
 """Load on the service while a job fetches: API latency and crawl throughput.
 
 Starts the crawl target and `shoal serve` (with `--allow-net 127.0.0.0/8`) on loopback;
-this script is the load generator. Runs the same fetch job four times: to warm up, alone,
-then while WATCHERS clients follow a running job's event stream and a steady RATE API
-requests per second are sent (job status, job list, a records page, readiness, metrics),
-then alone again (the mean of the two unloaded runs is the reference: other load on the
-machine drifts). Reports the API latency (p50/p99) and the job's throughput with and
-without the load. Everything is bounded: URL count, watchers, rate and a time limit.
+this script is the load generator. Runs the same fetch job again and again: once to warm
+up, then alone and loaded in turn, ROUNDS loaded runs each between two unloaded ones. In
+a loaded run, WATCHERS clients follow a running job's event stream and a steady RATE API
+requests per second are sent (job status, job list, a records page, readiness, metrics).
+Each loaded run's throughput is compared with the mean of the unloaded runs either side
+of it (other load on the machine drifts, and two unloaded runs in a row differ by up to
+25 % here); the median of those ratios is the figure. Reports the API latency (p50/p99)
+and the job's throughput with and without the load. Everything is bounded: URL count,
+watchers, rate, rounds and a time limit.
 
 The target is nginx serving a one-host farm (``farm.py``, under ``bench/.work``) when
 nginx is installed, else the bundled demo site (``--target demo``), which is Python and
@@ -24,8 +27,8 @@ the rest of the machine used meanwhile. CPU seconds are steadier than throughput
 shared machine, and show where the loaded run's CPU goes.
 
 Usage: python bench/serve_load.py [--urls 20000] [--watchers 1000] [--rate 200]
-                                   [--target auto|nginx|demo] [--port 8188] [--work-dir DIR]
-                                   [--max-seconds 300] [--json out.json]
+                                   [--rounds 3] [--target auto|nginx|demo] [--port 8188]
+                                   [--work-dir DIR] [--max-seconds 300] [--json out.json]
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import farm  # noqa: E402
 import nginx as nginx_mod  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+SCHED_EVERY = 0.05  # seconds between two readings of the job's threads' run and wait times
 KEEP_IDLE = 2.0  # seconds an API connection may stay idle before the load generator closes it
 FARM_PAGES = 1_000  # one host; URLs /m/<k>/<n>.html are distinct aliases of its pages
 
@@ -176,10 +180,47 @@ class CpuProbe:
         return out
 
 
+def sched_times(pid: int) -> dict[int, tuple[float, float]]:
+    """Each thread of a process: (seconds it ran, seconds it waited, runnable, for a CPU),
+    from /proc/<pid>/task/<tid>/schedstat; {} once the process is gone."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ran, waited = (int(x) / 1e9 for x in f.read().split()[:2])
+        except (OSError, ValueError):
+            continue
+        out[int(tid)] = (ran, waited)
+    return out
+
+
+async def watch_sched(pid: int, last: dict[int, tuple[float, float]]) -> None:
+    """Keep ``last`` up to date with the job process's threads' run and wait times, every
+    SCHED_EVERY seconds, until it exits (the last reading misses at most that long)."""
+    while times := await asyncio.to_thread(sched_times, pid):
+        last.update(times)
+        await asyncio.sleep(SCHED_EVERY)
+
+
+def sched_summary(pid: int | None, last: dict[int, tuple[float, float]]) -> dict[str, float]:
+    """How long the job's threads ran and waited for a CPU; its main thread (the event
+    loop) apart."""
+    main = last.get(pid or -1, (0.0, 0.0))
+    return {"job_ran_s": round(sum(r for r, _ in last.values()), 2),
+            "job_waited_for_cpu_s": round(sum(w for _, w in last.values()), 2),
+            "job_loop_ran_s": round(main[0], 2),
+            "job_loop_waited_for_cpu_s": round(main[1], 2)}
+
+
 async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadline: float,
                   probe: CpuProbe | None = None) -> tuple[float, dict[str, float]]:
     """Start a fetch job; wait for it (its process reaped); its throughput in records per
-    second, and the CPU seconds each process used meanwhile."""
+    second, and the CPU seconds each process used meanwhile, with how long the job's
+    threads waited for a CPU."""
     before = probe.snapshot() if probe is not None else {}
     t0 = time.monotonic()
     body = "".join(u + "\n" for u in urls).encode()
@@ -190,21 +231,27 @@ async def run_job(http: aiohttp.ClientSession, api: str, urls: list[str], deadli
         assert resp.status == 201, await resp.text()
         job = await resp.json()
     started = time.monotonic()
-    while True:
-        async with http.get(f"{api}/v1/jobs/{job['id']}") as resp:
-            state = await resp.json()
-        if state["state"] not in ("queued", "running"):
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError("the job did not finish in the time limit")
-        await asyncio.sleep(0.2)
+    pid: int | None = None
+    sched: dict[int, tuple[float, float]] = {}
+    async with asyncio.TaskGroup() as tg:
+        while True:
+            async with http.get(f"{api}/v1/jobs/{job['id']}") as resp:
+                state = await resp.json()
+            if pid is None and state["pid"] is not None:
+                pid = int(state["pid"])
+                tg.create_task(watch_sched(pid, sched))
+            if state["state"] not in ("queued", "running"):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("the job did not finish in the time limit")
+            await asyncio.sleep(0.2)
     if state["counts"]["done"] != len(urls) or state["errors"]:
         raise RuntimeError(f"the job did not fetch every URL: {state['counts']}, "
                            f"errors {state['errors']}")
     # the engine's own run time: not the queueing before it, nor this loop's polling
     elapsed = state["rates"]["elapsed"] or (time.monotonic() - started)
     cpu = (CpuProbe.delta(before, probe.snapshot(), time.monotonic() - t0)
-           if probe is not None else {})
+           | sched_summary(pid, sched) if probe is not None else {})
     return state["counts"]["done"] / elapsed, cpu
 
 
@@ -382,6 +429,65 @@ def pct(data: list[float], p: float) -> float:
     return s[min(len(s) - 1, int(len(s) * p))] * 1000 if s else float("nan")
 
 
+@dataclass
+class Loaded:
+    """The load of all loaded runs together."""
+
+    api: ApiLoad = field(default_factory=ApiLoad)
+    seen: Watchers = field(default_factory=Watchers)
+    seconds: float = 0.0  # under load
+    events: int = 0  # received while a loaded run went on
+
+
+async def loaded_run(http: aiohttp.ClientSession, api: str, urls: list[str], deadline: float,
+                     probe: CpuProbe, args: argparse.Namespace, out: Loaded
+                     ) -> tuple[float, dict[str, float]]:
+    """The job once more, while WATCHERS follow a running job's events and RATE API
+    requests a second go out; the watchers connect before and leave after the timed run
+    (cancelling the watched job ends their streams)."""
+    host, _, port_text = api.removeprefix("http://").partition(":")
+    port = int(port_text)
+    async with http.post(f"{api}/v1/jobs", json={
+            "kind": "fetch", "urls": urls[:10], "options": {"delay": 3600}}) as resp:
+        watched = (await resp.json())["id"]  # a job that stays running
+    probe.watched = await job_pid(http, api, watched, deadline)
+    seen = Watchers()
+    stop = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(args.watchers):
+                tg.create_task(watcher(host, port, watched, args.watchers, seen, deadline))
+            if args.watchers:
+                async with asyncio.timeout(30):
+                    await seen.all_connected.wait()
+            await asyncio.sleep(1)  # every watcher has had its first event
+            load = tg.create_task(api_load(host, port, watched, args.rate, stop, out.api))
+            started = time.monotonic()
+            events = seen.events
+            try:
+                rate, cpu = await run_job(http, api, urls, deadline, probe)
+            finally:
+                stop.set()
+            out.seconds += time.monotonic() - started
+            out.events += seen.events - events
+            await load
+            async with http.post(f"{api}/v1/jobs/{watched}/cancel") as resp:
+                await resp.read()  # ends the watchers' streams
+    finally:
+        probe.watched = None
+    total = out.seen
+    total.connected += seen.connected
+    total.events += seen.events
+    total.failures += seen.failures
+    total.ended += seen.ended
+    total.per_watcher += seen.per_watcher
+    return rate, cpu
+
+
+def summed(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(sum(r[k] for r in runs), 2) for k in runs[0]}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 8192)), hard))
@@ -390,6 +496,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     target_kind = args.target
     if target_kind == "auto":
         target_kind = "nginx" if nginx_mod.find_nginx() is not None else "demo"
+    alone: list[float] = []
+    loaded: list[float] = []
+    cpu_alone: list[dict[str, float]] = []
+    cpu_loaded: list[dict[str, float]] = []
+    load = Loaded()
     with tempfile.TemporaryDirectory(prefix="shoal-serve-load-") as tmp:
         target = (nginx_target(Path(args.work_dir), args.port, pages) if target_kind == "nginx"
                   else demo_target(pages))
@@ -398,73 +509,55 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                           pattern=r"serving on (http://127\.0\.0\.1:\d+)/")
         async with target as (urls, target_pids), service as (api, service_pid):
             probe = CpuProbe(target=target_pids, service=service_pid)
-            host, _, port_text = api.removeprefix("http://").partition(":")
-            api_port = int(port_text)
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
             async with aiohttp.ClientSession(timeout=timeout) as http:
                 # a whole warm-up run: the target and the service reach a steady state first
                 warm, _ = await run_job(http, api, urls, deadline)
-                alone, cpu_alone = await run_job(http, api, urls, deadline, probe)
-                print(f"unloaded: {alone:,.0f} records/s", file=sys.stderr)
-
-                stop = asyncio.Event()
-                load = ApiLoad()
-                seen = Watchers()
-                async with http.post(f"{api}/v1/jobs", json={
-                        "kind": "fetch", "urls": urls[:10], "options": {"delay": 3600}}
-                                     ) as resp:
-                    watched = (await resp.json())["id"]  # a job that stays running
-                probe.watched = await job_pid(http, api, watched, deadline)
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(args.watchers):
-                        tg.create_task(watcher(host, api_port, watched, args.watchers, seen,
-                                               deadline))
-                    if args.watchers:
-                        async with asyncio.timeout(30):
-                            await seen.all_connected.wait()
-                    await asyncio.sleep(1)  # every watcher has had its first event
-                    load_task = tg.create_task(api_load(host, api_port, watched, args.rate,
-                                                        stop, load))
-                    started = time.monotonic()
-                    events_at_start = seen.events
-                    try:
-                        loaded, cpu_loaded = await run_job(http, api, urls, deadline, probe)
-                    finally:
-                        stop.set()
-                    measured = time.monotonic() - started
-                    events_loaded = seen.events - events_at_start
-                    await load_task
-                    async with http.post(f"{api}/v1/jobs/{watched}/cancel") as resp:
-                        await resp.read()  # ends the watchers' streams
-                probe.watched = None
-                print(f"loaded:   {loaded:,.0f} records/s", file=sys.stderr)
-                # unloaded once more: the machine's other load drifts, so bracket the run
-                alone_after, cpu_after = await run_job(http, api, urls, deadline, probe)
-                print(f"unloaded: {alone_after:,.0f} records/s", file=sys.stderr)
-    latencies = load.latencies
+                # unloaded and loaded runs in turn: each loaded run is compared with the
+                # unloaded runs either side of it (the machine's other load drifts)
+                for _ in range(args.rounds):
+                    rate, cpu = await run_job(http, api, urls, deadline, probe)
+                    print(f"unloaded: {rate:,.0f} records/s", file=sys.stderr)
+                    alone.append(rate)
+                    cpu_alone.append(cpu)
+                    rate, cpu = await loaded_run(http, api, urls, deadline, probe, args, load)
+                    print(f"loaded:   {rate:,.0f} records/s", file=sys.stderr)
+                    loaded.append(rate)
+                    cpu_loaded.append(cpu)
+                rate, cpu = await run_job(http, api, urls, deadline, probe)
+                print(f"unloaded: {rate:,.0f} records/s", file=sys.stderr)
+                alone.append(rate)
+                cpu_alone.append(cpu)
+    ratios = [round(x / ((a + b) / 2), 3)
+              for x, a, b in zip(loaded, alone, alone[1:], strict=False)]
+    latencies = load.api.latencies
+    seen = load.seen
     return {
         "urls": pages, "watchers": args.watchers, "rate": args.rate, "target": target_kind,
-        "load_average_1min_at_start": args.load_average,
-        "crawl_records_per_s_unloaded": [round(alone, 1), round(alone_after, 1)],
-        "crawl_records_per_s_loaded": round(loaded, 1),
-        "crawl_loaded_vs_unloaded": round(loaded / ((alone + alone_after) / 2), 3),
-        "api_requests": len(latencies), "api_failures": load.failures,
-        "api_failures_by_cause": load.why,
-        "api_connections": load.connections,
-        "api_rate_achieved": round(len(latencies) / measured, 1),
+        "rounds": args.rounds, "load_average_1min_at_start": args.load_average,
+        "crawl_records_per_s_unloaded": [round(r, 1) for r in alone],
+        "crawl_records_per_s_loaded": [round(r, 1) for r in loaded],
+        # each loaded run against the mean of the unloaded runs before and after it
+        "crawl_loaded_vs_unloaded_by_round": ratios,
+        "crawl_loaded_vs_unloaded": round(statistics.median(ratios), 3),
+        "api_requests": len(latencies), "api_failures": load.api.failures,
+        "api_failures_by_cause": load.api.why,
+        "api_connections": load.api.connections,
+        "api_rate_achieved": round(len(latencies) / load.seconds, 1),
         "api_p50_ms": round(pct(latencies, 0.50), 2),
         "api_p99_ms": round(pct(latencies, 0.99), 2),
         "api_mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
         "sse_watchers_connected": seen.connected,
         "sse_events_received": seen.events,
-        "sse_events_during_loaded_run": events_loaded,
+        "sse_events_during_loaded_runs": load.events,
         "sse_events_per_watcher_min": min(seen.per_watcher, default=0),
         "sse_streams_ended_by_service": seen.ended, "sse_failures": seen.failures,
         "api_p50_p99_ms_by_path": {p: [round(pct(v, 0.5), 2), round(pct(v, 0.99), 2)]
-                                   for p, v in sorted(load.by_path.items())},
+                                   for p, v in sorted(load.api.by_path.items())},
         "warmup_records_per_s": round(warm, 1),
-        # CPU seconds (user + system) of each process during each timed run
-        "cpu_s": {"unloaded": cpu_alone, "loaded": cpu_loaded, "unloaded_after": cpu_after},
+        # CPU seconds (user + system) of each process, all unloaded and all loaded runs
+        "cpu_s": {"unloaded": summed(cpu_alone), "loaded": summed(cpu_loaded)},
+        "cpu_s_by_run": {"unloaded": cpu_alone, "loaded": cpu_loaded},
     }
 
 
@@ -487,14 +580,16 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8188, help="nginx's port")
     parser.add_argument("--work-dir", default=str(BENCH / ".work"),
                         help="where nginx's farm, config and logs live")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="loaded runs, each between two unloaded runs")
     parser.add_argument("--max-seconds", type=float, default=300)
     parser.add_argument("--json", default=None)
     ns = parser.parse_args()
     if not (10 <= ns.urls <= 1_000_000 and 0 <= ns.watchers <= 5_000
             and 1 <= ns.rate <= 2_000 and 0 < ns.max_seconds <= 3_600
-            and 1024 <= ns.port <= 65535):
+            and 1024 <= ns.port <= 65535 and 1 <= ns.rounds <= 20):
         parser.error("out of bounds: --urls 10..1e6, --watchers 0..5000, --rate 1..2000, "
-                     "--max-seconds up to 3600, --port 1024..65535")
+                     "--max-seconds up to 3600, --port 1024..65535, --rounds 1..20")
     if ns.target == "nginx" and nginx_mod.find_nginx() is None:
         parser.error("--target nginx: nginx is not installed (apt-get install -y nginx)")
     ns.load_average = round(os.getloadavg()[0], 2)

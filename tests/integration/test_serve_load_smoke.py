@@ -34,21 +34,24 @@ def test_serve_load_smoke(tmp_path: Path, target: str) -> None:
     cmd = [sys.executable, str(BENCH / "serve_load.py"), "--urls", str(URLS),
            "--watchers", str(WATCHERS), "--rate", str(RATE), "--target", target,
            "--port", str(_free_port()), "--work-dir", str(tmp_path / "work"),
-           "--max-seconds", "150", "--json", str(out)]
+           "--rounds", "2", "--max-seconds", "150", "--json", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["target"] == target
+    assert len(result["crawl_records_per_s_unloaded"]) == 3  # either side of each loaded run
     assert all(r > 0 for r in result["crawl_records_per_s_unloaded"])
-    assert result["crawl_records_per_s_loaded"] > 0
+    assert len(result["crawl_records_per_s_loaded"]) == 2
+    assert len(result["crawl_loaded_vs_unloaded_by_round"]) == 2
+    assert result["crawl_loaded_vs_unloaded"] > 0
     assert result["api_requests"] > 0 and result["api_failures"] == 0
     assert set(result["api_p50_p99_ms_by_path"]) == {
         "/metrics", "/readyz", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/records"}
-    assert result["sse_watchers_connected"] == WATCHERS
+    assert result["sse_watchers_connected"] == 2 * WATCHERS  # in each loaded run
     assert result["sse_failures"] == 0
-    assert result["sse_streams_ended_by_service"] == WATCHERS  # the cancel ended them
+    assert result["sse_streams_ended_by_service"] == 2 * WATCHERS  # the cancels ended them
     assert result["sse_events_per_watcher_min"] >= 2  # the first one at once, then a tick
-    for phase in ("unloaded", "loaded", "unloaded_after"):
+    for phase in ("unloaded", "loaded"):
         cpu = result["cpu_s"][phase]
         assert cpu["job_processes"] > 0 and cpu["wall"] > 0, (phase, cpu)
     assert result["cpu_s"]["loaded"]["service_api"] > 0
