@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Info, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.engine.stats import Statistics
@@ -125,3 +125,43 @@ def test_own_registry_not_the_global_one() -> None:
     a.observe_job("j", snap(bytes=1), None)
     assert value(b, "shoal_bytes_total", job="j") is None
     assert REGISTRY.get_sample_value("shoal_bytes_total", {"job": "j"}) is None
+
+
+def busy(m: Metrics) -> None:
+    """Every kind of series the service has: jobs, errors, requests, lag, shares."""
+    for i in range(3):
+        m.observe_job(f"job{i}", snap(bytes=1000 * i, in_flight=i, queued=2 * i,
+                                      pages_per_second=0.5 * i,
+                                      status_classes={"2xx": 10 * i, "4xx": i},
+                                      errors={"timeout": i, "weird": 1}), None)
+        m.observe_share(f"job{i}", 50 + i)
+    for route, status in (("/v1/jobs/{job_id}", 200), ("/v1/jobs", 201), ("/metrics", 200),
+                          ("unmatched", 404)):
+        m.observe_request("GET", route, status, 0.0123)
+    m.observe_request("BREW", "/v1/jobs", 405, 7.5)
+    for lag in (0.0001, 0.02, 3.0, 1e-9):
+        m.observe_lag(lag)
+
+
+def test_the_exposition_is_generate_latests_byte_for_byte() -> None:
+    m = Metrics()
+    assert m.render()[0] == generate_latest(m.registry)  # no series yet
+    busy(m)
+    for _ in range(2):  # with its series' prefixes remembered, and then again
+        assert m.render()[0] == generate_latest(m.registry)
+    m.forget_job("job1")
+    m.observe_request("GET", "/v1/jobs", 200, 1e22)  # a value Go writes with an exponent
+    assert m.render()[0] == generate_latest(m.registry)
+    assert b"job1" not in m.render()[0]
+
+
+def test_what_the_exposition_does_not_handle_is_left_to_generate_latest() -> None:
+    m = Metrics()
+    busy(m)
+    Info("shoal_build", "Build.", registry=m.registry).info({"version": "1"})
+    assert m.render()[0] == generate_latest(m.registry)
+    assert b'shoal_build_info{version="1"} 1.0' in m.render()[0]
+    odd = Metrics()
+    busy(odd)
+    odd.observe_request("GET", 'a "quoted"\\ route\n', 200, 0.1)  # escaped label values
+    assert odd.render()[0] == generate_latest(odd.registry)

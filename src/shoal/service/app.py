@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import random
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -30,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shoal import __version__
 from shoal.client.resolver import TableResolver
 from shoal.errors import ConfigError, ErrorKind, StoreError
-from shoal.service.jobdb import ACTIVE, JobRow
+from shoal.service.jobdb import JobRow
 from shoal.service.jobs import JobError, JobManager
 from shoal.service.metrics import Metrics
 from shoal.service.models import CrawlJob, FetchJob, FetchOptions, JobRequest
@@ -392,23 +390,18 @@ def create_app(settings: ServiceSettings, *, loopback: bool = True,
         job_id = row.id
 
         async def stream() -> AsyncIterator[bytes]:
-            loop = asyncio.get_running_loop()
-            tick = settings.tick
-            turn = loop.time() + random.random() * tick  # this stream's phase
+            # the same bytes for every watcher of the job, made once a tick (manager.event);
+            # this stream writes them at its slot's turn, once a tick (service.ticker)
+            slot = manager.ticker.slot()
             while True:
-                data = manager.live_event(job_id)
-                final = False
-                if data is None:
-                    current = await manager.get(job_id)
-                    if current is None:
-                        yield b"event: deleted\ndata: {}\n\n"
-                        return
-                    data = orjson.dumps(manager.summary(current))
-                    final = current.state not in ACTIVE
-                yield b"data: " + data + b"\n\n"
-                if final or not await manager.wait_until(turn):
+                event = await manager.event(job_id)
+                if event is None:
+                    yield b"event: deleted\ndata: {}\n\n"
                     return
-                turn = max(turn + tick, loop.time())  # one a tick; late ones skip ahead
+                data, final = event
+                yield b"data: " + data + b"\n\n"
+                if final or not await manager.ticker.wait(slot):
+                    return
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",

@@ -57,10 +57,12 @@ from shoal.service.pgservice import JOB_POOL_SIZE, PgJobDB, job_store_name
 from shoal.service.records import JobRecords, SqliteRecords
 from shoal.service.runner import JobProcess, Live, exit_description
 from shoal.service.settings import ServiceSettings
+from shoal.service.ticker import Ticker
 
 log = logging.getLogger("shoal.service")
 
 LAG_INTERVAL = 0.1
+EVENT_TTL = 0.5  # of a tick: how long the event of a job without a process is reused
 DISPATCH_RETRY = 1.0  # seconds before the jobs are read again after a database error
 
 
@@ -88,7 +90,11 @@ class JobManager:
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()  # the dispatcher looks for queued jobs
-        self._tick_stop = asyncio.Event()  # set once stopping: event streams end
+        self.ticker = Ticker(settings.tick)  # the event streams' clock; stops with the service
+        # the event of a job without a process, read from the database at most once per
+        # EVENT_TTL ticks however many watch it: job id -> (until, (event, final) or None)
+        self._events: dict[str, tuple[float, tuple[bytes, bool] | None]] = {}
+        self._event_lock = asyncio.Lock()
         self.stopping = False
         self.ready = asyncio.Event()
 
@@ -103,6 +109,7 @@ class JobManager:
             self._tg = await self._stack.enter_async_context(asyncio.TaskGroup())
             self._tg.create_task(self._dispatch(), name="shoal-service-dispatch")
             self._tg.create_task(self._lag(), name="shoal-service-lag")
+            self._tg.create_task(self.ticker.run(), name="shoal-service-ticker")
         except BaseException:
             await self._stack.aclose()
             raise
@@ -127,7 +134,7 @@ class JobManager:
                 live.stop = "shutdown"
                 live.request_stop(self.settings.drain_grace)
         self._wake.set()
-        self._tick_stop.set()
+        self.ticker.stop()
 
     # -- requests ---------------------------------------------------------------------------
     def job_dir(self, job_id: str) -> str:
@@ -301,24 +308,28 @@ class JobManager:
                     "latest": saved.get("latest", [])})
         return out
 
-    async def wait_until(self, when: float) -> bool:
-        """Sleep until loop time ``when`` (a watcher's next turn); False once stopping.
+    async def event(self, job_id: str) -> tuple[bytes, bool] | None:
+        """The job's progress event for its watchers (its summary as JSON), and whether it
+        is the last one (the job has stopped); None if there is no such job.
 
-        Event streams start at random phases of the tick, so a thousand of them are
-        written spread over the second rather than all in one turn of the loop.
+        Made once for all its watchers: a running job's with each report of its process
+        (``_heard``); any other's is read at most once per ``EVENT_TTL`` ticks.
         """
-        if self.stopping:
-            return False
-        delay = when - asyncio.get_running_loop().time()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._tick_stop.wait()
-        return not self.stopping
-
-    def live_event(self, job_id: str) -> bytes | None:
         live = self._live.get(job_id)
-        return live.event if live is not None and live.event else None
+        if live is not None and live.event:
+            return live.event, False
+        async with self._event_lock:  # watchers woken together: the first one reads
+            now = asyncio.get_running_loop().time()
+            hit = self._events.get(job_id)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+            row = await self.get(job_id)
+            event = None if row is None else (orjson.dumps(self.summary(row)),
+                                              row.state not in ACTIVE)
+            for key in [k for k, (until, _) in self._events.items() if until <= now]:
+                del self._events[key]
+            self._events[job_id] = (now + EVENT_TTL * self.settings.tick, event)
+            return event
 
     def _heard(self, live: Live, message: dict[str, Any]) -> None:
         """A message from a job's process: its progress event and metrics follow it."""

@@ -18,11 +18,11 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 
 from shoal.engine.stats import Statistics
 from shoal.errors import ErrorKind
+from shoal.service.exposition import Exposition
 
 OTHER = "other"
 STATUS_CLASSES = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
@@ -74,6 +74,7 @@ class Metrics:
                                   "API request latency, by method, route template and status.",
                                   ["method", "route", "status"], buckets=REQUEST_BUCKETS,
                                   registry=r)
+        self._exposition = Exposition()
 
     def observe_job(self, job_id: str, stats: Statistics, previous: Statistics | None) -> None:
         """Advance a job's counters by ``stats - previous`` and set its gauges.
@@ -123,5 +124,5 @@ class Metrics:
         self.requests.labels(method, route, str(status)).observe(max(0.0, seconds))
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition body and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """The exposition body (as ``generate_latest`` writes it) and its content type."""
+        return self._exposition.render(self.registry), CONTENT_TYPE_LATEST
