@@ -48,9 +48,38 @@ async def test_delay_is_minimum_gap_between_starts_whatever_per_host() -> None:
     assert first is not None
     s.sent(first)  # its request left at once
     assert s._take() is None  # per_host would allow it, the delay does not
-    clock.now += 1.021  # the delay and a margin of 2 ms + 2 %: 1.022 s
+    clock.now += 1.0005  # the delay and a margin of 1 ms: 1.001 s
     assert s._take() is None
-    clock.now += 0.002
+    clock.now += 0.001
+    assert s._take() is not None
+
+
+async def test_the_next_start_waits_a_delay_after_the_latest_answer() -> None:
+    """A server that takes a request off the socket late sees it start late: the next
+    request waits a delay from the answer too, so the server's gap is never shorter."""
+    clock = Clock()
+    s = make(clock, per_host=10, delay=1.0)
+    for i in range(4):
+        s.put(job(i))
+    first = s._take()
+    assert first is not None
+    s.sent(first)
+    clock.now += 0.4  # answered 0.4 s after it left (the server read it late)
+    s.answered(first)
+    clock.now += 0.7  # 1.1 s after the send: the send alone would allow the next
+    assert s._take() is None
+    clock.now += 0.3  # a delay after the answer
+    second = s._take()
+    assert second is not None
+    s.sent(second)
+    # an answer that is not to the latest start changes nothing
+    clock.now += 1.002
+    third = s._take()
+    assert third is not None
+    s.sent(third)
+    clock.now += 0.5
+    s.answered(second)  # the host's latest start is third: second's answer says nothing
+    clock.now += 0.502
     assert s._take() is not None
 
 

@@ -59,8 +59,7 @@ class Job:
             self.current = self.url
 
 
-PACE_MARGIN = 0.002  # seconds added to every per-host delay ...
-PACE_MARGIN_SHARE = 0.02  # ... and this share of it
+PACE_MARGIN = 0.001  # seconds added to a per-host delay counted from our send
 REFILL_LOW = 4  # a host's queue this short asks the frontier for more of its URLs
 MAX_HOSTS = 50_000  # hosts kept in memory; idle ones beyond this are forgotten
 MAX_ROBOTS = 50_000  # robots.txt policies remembered for forgotten hosts
@@ -78,6 +77,7 @@ class Host:
         "inflight",
         "key",
         "last_id",
+        "last_sent",
         "next_start",
         "overflow",
         "paused_until",
@@ -96,6 +96,7 @@ class Host:
         self.delayed: list[tuple[float, int, Job]] = []  # retries waiting for their time
         self.inflight = 0
         self.next_start = 0.0  # monotonic time of the earliest next request start
+        self.last_sent: Job | None = None  # the request to it that started last
         self.paused_until = 0.0  # Retry-After: the whole host waits
         self.penalty = 0.0  # adaptive slow-down after 429/503
         self.crawl_delay = 0.0
@@ -245,20 +246,32 @@ class Scheduler:
         job.unsent = False
         h = self.hosts[job.slot]
         h.unsent -= 1
+        h.last_sent = job
         self.pace(h, self._clock())
         self._poke(h)
+
+    def answered(self, job: Job) -> None:
+        """``job``'s paced request has its answer. When it is the host's latest start, the
+        next waits a delay from now as well: the server saw that request start by the time
+        it answered, however late it took it off the socket, so a gap between starts as
+        the server logs them is never under the delay (pacing only from our send, a busy
+        server that reads one request late sees the gap to the next shrink by as much)."""
+        h = self.hosts[job.slot]
+        if h.last_sent is job:
+            h.last_sent = None
+            delay = self.delay_of(h)
+            if delay:
+                h.next_start = max(h.next_start, self._clock() + delay)
 
     def pace(self, h: Host, now: float) -> None:
         """A request to ``h`` started at ``now``: the next may start one delay later."""
         delay = self.delay_of(h)
         if delay:
-            # The margin absorbs how a server sees it: access logs keep milliseconds, and a
-            # busy server (or a loaded machine) takes a request off the socket a few ms early
-            # or late. It grows with the delay, where it costs the same share of throughput
-            # (2 ms + 2 %). No random jitter: the gap is the delay, never less, and every
-            # millisecond more is throughput lost on every host.
-            margin = PACE_MARGIN + PACE_MARGIN_SHARE * delay
-            h.next_start = max(h.next_start, now + delay + margin)
+            # From our send the next waits the delay and a millisecond (access logs keep
+            # milliseconds); answered() then holds it to a delay after the answer, which
+            # is what keeps the gap as the server sees it when it reads a request late.
+            # No random jitter: every millisecond more is throughput lost on every host.
+            h.next_start = max(h.next_start, now + delay + PACE_MARGIN)
 
     def release(self, job: Job) -> None:
         """A worker is done with ``job``'s request (finished, re-queued or abandoned)."""

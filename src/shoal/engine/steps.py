@@ -106,6 +106,8 @@ class Steps:
                     return None
             return self._failed(job, exc, status=exc.status)
         job.elapsed += resp.elapsed
+        if paced:
+            sched.answered(job)
         if resp.capture is not None:
             await self._archive(job.current, resp)
         if resp.location is not None:
