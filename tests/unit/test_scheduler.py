@@ -24,6 +24,17 @@ def job(i: int, host: str = "http://a") -> Job:
     return Job(id=i, url=f"{host}/{i}", host=host)
 
 
+def paced(jobs: int) -> tuple[Clock, Scheduler, Job]:
+    """A host with a delay of 1 s, ``jobs`` queued, the first taken."""
+    clock = Clock()
+    s = make(clock, per_host=10, delay=1.0)
+    for i in range(jobs):
+        s.put(job(i))
+    first = s._take()
+    assert first is not None
+    return clock, s, first
+
+
 async def test_per_host_limit_and_hosts_in_parallel() -> None:
     clock = Clock()
     s = make(clock, per_host=2)
@@ -40,12 +51,7 @@ async def test_per_host_limit_and_hosts_in_parallel() -> None:
 
 
 async def test_delay_is_minimum_gap_between_starts_whatever_per_host() -> None:
-    clock = Clock()
-    s = make(clock, per_host=10, delay=1.0)
-    for i in range(3):
-        s.put(job(i))
-    first = s._take()
-    assert first is not None
+    clock, s, first = paced(3)
     s.sent(first)  # its request left at once
     assert s._take() is None  # per_host would allow it, the delay does not
     clock.now += 1.0005  # the delay and a margin of 1 ms: 1.001 s
@@ -57,12 +63,7 @@ async def test_delay_is_minimum_gap_between_starts_whatever_per_host() -> None:
 async def test_the_next_start_waits_a_delay_after_the_latest_answer() -> None:
     """A server that takes a request off the socket late sees it start late: the next
     request waits a delay from the answer too, so the server's gap is never shorter."""
-    clock = Clock()
-    s = make(clock, per_host=10, delay=1.0)
-    for i in range(4):
-        s.put(job(i))
-    first = s._take()
-    assert first is not None
+    clock, s, first = paced(4)
     s.sent(first)
     clock.now += 0.4  # answered 0.4 s after it left (the server read it late)
     s.answered(first)
@@ -84,12 +85,7 @@ async def test_the_next_start_waits_a_delay_after_the_latest_answer() -> None:
 
 
 async def test_delay_counts_from_the_real_send_not_the_hand_out() -> None:
-    clock = Clock()
-    s = make(clock, per_host=10, delay=1.0)
-    for i in range(3):
-        s.put(job(i))
-    first = s._take()
-    assert first is not None
+    clock, s, first = paced(3)
     clock.now += 5.0  # handed out, but its request waits (busy loop, slow connect)
     assert s._take() is None  # nothing else starts before it has really left
     s.sent(first)
