@@ -179,20 +179,30 @@ class Leases:
 
     async def _release_idle(self) -> None:
         now = time.monotonic()
-        idle = []
-        for key, since in self.owned.items():
-            h = self.sched.hosts.get(key)
-            busy = h is not None and (h.inflight or h.waiting or h.robots_loading)
-            if not busy and (key in self.short or now - since >= self.turn):
-                idle.append(key)
-        if idle:
-            with contextlib.suppress(StoreError):  # kept, and tried again next time
-                async with self._lock:
-                    await self.store.release_hosts([self.state(k) for k in idle])
-                for key in idle:
-                    self.owned.pop(key, None)
-                    self.short.discard(key)
-                    self.released[key] = now
+        idle = [key for key, since in self.owned.items()
+                if not self._busy(key) and (key in self.short or now - since >= self.turn)]
+        if not idle:
+            return
+        async with self._lock:
+            # again under the lock: a claim that held it may have brought URLs for them
+            idle = [key for key in idle if key in self.owned and not self._busy(key)]
+            # the gate closes before the release is sent: a request started while it is
+            # on its way would be missing from the state the next owner paces from
+            given = {key: self.owned.pop(key) for key in idle}
+            try:
+                await self.store.release_hosts([self.state(k) for k in idle])
+            except BaseException as exc:
+                self.owned.update(given)  # kept, and tried again next time
+                if isinstance(exc, StoreError):
+                    return
+                raise
+        for key in idle:
+            self.short.discard(key)
+            self.released[key] = now
+
+    def _busy(self, key: str) -> bool:
+        h = self.sched.hosts.get(key)
+        return h is not None and bool(h.inflight or h.waiting or h.robots_loading)
 
     async def release_all(self) -> None:
         """Return every URL not finished here to pending and every host to the others."""

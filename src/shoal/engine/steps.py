@@ -68,8 +68,11 @@ class Steps:
             cd = host.robots.crawl_delay()
             if cd:
                 host.crawl_delay = min(cd, self.config.max_crawl_delay)
-            # the robots.txt request was this host's first start: pace the next from it
+            # the robots.txt request was this host's first start: pace the next from it,
+            # with the Crawl-delay it may have set, and from its answer (it left after
+            # ``started``, by as long as the connection took)
             sched.pace(host, started)
+            sched.answered(job)
             sched.put(job, front=True)
             if self.crawl is not None and self.crawl.sitemaps:
                 await self._on_robots(host)
