@@ -139,6 +139,7 @@ def _digest_parse(body: bytes, charset: str | None, parse: bool, want_links: boo
     digest = hashlib.sha256(body).hexdigest()
     return digest, parse_html(body, charset, want_links=want_links) if parse else None
 
+
 _Call = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
@@ -210,7 +211,6 @@ class PageThread:
         except RuntimeError:  # the loop is closed: nobody waits for these
             return False
         return True
-
 
 
 def _settle_all(ready: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

@@ -191,10 +191,11 @@ class Leases:
             given = {key: self.owned.pop(key) for key in idle}
             try:
                 await self.store.release_hosts([self.state(k) for k in idle])
-            except BaseException as exc:
+            except StoreError:
                 self.owned.update(given)  # kept, and tried again next time
-                if isinstance(exc, StoreError):
-                    return
+                return
+            except BaseException:
+                self.owned.update(given)  # still ours: release_all gives them back
                 raise
         for key in idle:
             self.short.discard(key)
